@@ -1,0 +1,100 @@
+"""Shared plumbing for the kernels: backend choice, input checks, Triton availability.
+
+Every public op takes ``backend="auto" | "triton" | "torch"``. ``auto`` runs Triton on CUDA
+tensors, and on CPU tensors when ``TRITON_INTERPRET=1`` (the interpreter, used by the tests);
+otherwise the plain-PyTorch reference beside each kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover - exercised only where triton is absent
+    triton = None
+    tl = None
+    HAS_TRITON = False
+
+BACKENDS = ("auto", "triton", "torch")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def interpreting() -> bool:
+    """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def resolve_backend(backend: str, ref: torch.Tensor) -> str:
+    """Map ``backend`` to ``"triton"`` or ``"torch"`` for tensors on ``ref``'s device."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    triton_ok = HAS_TRITON and (ref.is_cuda or (ref.device.type == "cpu" and interpreting()))
+    if backend == "auto":
+        return "triton" if triton_ok else "torch"
+    if backend == "triton" and not triton_ok:
+        why = "triton is not installed" if not HAS_TRITON else (
+            f"tensors are on {ref.device}; Triton needs CUDA tensors, or TRITON_INTERPRET=1 "
+            "set before import for CPU tensors"
+        )
+        raise RuntimeError(f"backend='triton' unavailable: {why}")
+    return backend
+
+
+def check_tensor(
+    name: str,
+    t: torch.Tensor,
+    ndim: int | Sequence[int] | None = None,
+    dtypes: Sequence[torch.dtype] | None = FLOAT_DTYPES,
+) -> None:
+    """Raise a clear error if ``t`` is not a tensor of the given rank and dtype."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if t.dim() not in allowed:
+            raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} dims, "
+                             f"got shape {tuple(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype in {[str(d) for d in dtypes]}, got {t.dtype}")
+
+
+def check_same(ref_name: str, ref: torch.Tensor, **others: torch.Tensor | None) -> None:
+    """Every tensor in ``others`` (None skipped) has ``ref``'s shape and device."""
+    for name, t in others.items():
+        if t is None:
+            continue
+        if tuple(t.shape) != tuple(ref.shape):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(ref.shape)} "
+                             f"(the shape of {ref_name})")
+        if t.device != ref.device:
+            raise ValueError(f"{name} is on {t.device}, {ref_name} on {ref.device}")
+
+
+def check_nonempty(name: str, t: torch.Tensor) -> None:
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}): nothing to compute")
+
+
+def check_range(name: str, value: float, lo: float, hi: float) -> None:
+    if not (lo <= float(value) <= hi):
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+
+
+def as_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """A mask in any of bool/int/float as a float32 tensor of 0/1 (all ones when None)."""
+    if mask is None:
+        return torch.ones(like.shape, dtype=torch.float32, device=like.device)
+    if mask.dtype.is_complex:
+        raise TypeError("mask must be bool, integer or floating, got complex")
+    return (mask != 0).to(torch.float32)
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
