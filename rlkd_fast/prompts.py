@@ -1,0 +1,175 @@
+"""Prompt builders and program helpers for program-of-thought (PoT) math reasoning.
+
+Formats follow ReFT (see ``PAPER_NOTES.md``):
+
+- student prompt: ``"Question:\\n{question}\\nAnswer reasoning:\\n"``, optionally primed with the
+  program header ``def solution():\\n    \"\"\"{question}\"\"\"\\n`` so the model writes the body;
+- a program is cut at its first blank line before it runs;
+- the judge sees the (question, program) pair through a configurable template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+QUESTION_PROMPT = "Question:\n{question}\nAnswer reasoning:\n"
+PROGRAM_HEADER = 'def solution():\n    """{question}"""\n'
+#: Appended to the docstring by the anti-hacking option (paper, App. B.3).
+ANTI_HACKING_SUFFIX = (
+    "Please provide full reasoning before computing result; do not answer with result only."
+)
+#: The judge prompt of the paper was lost; this default is an assumption (PAPER_NOTES).
+DEFAULT_JUDGE_TEMPLATE = (
+    "Question: {question}\nProposed solution:\n{program}\n"
+    "Is the above solution correct? Answer with Yes or No.\nAnswer:"
+)
+#: Input format of ReFT's reranker (a sequence classifier).
+RERANK_TEMPLATE = "Question:\n{question}\nAnswer reasoning:\n{program}"
+
+
+def _docstring_text(question: str, anti_hacking: bool) -> str:
+    """The docstring body: the question, plus the anti-hacking request when asked."""
+    if not anti_hacking:
+        return question
+    return f"{question.rstrip()} {ANTI_HACKING_SUFFIX}"
+
+
+def program_header(question: str, anti_hacking: bool = False) -> str:
+    """``def solution():`` and the docstring holding the question, ending in a newline."""
+    return PROGRAM_HEADER.format(question=_docstring_text(question, anti_hacking))
+
+
+def pot_prompt(question: str, primed: bool = True, anti_hacking: bool = False) -> str:
+    """The ReFT PoT prompt for ``question``.
+
+    With ``primed`` the prompt ends in the program header, so the generation is the function
+    body; ``anti_hacking`` appends :data:`ANTI_HACKING_SUFFIX` to the docstring (primed only).
+    """
+    prompt = QUESTION_PROMPT.format(question=question)
+    if primed:
+        prompt += program_header(question, anti_hacking)
+    elif anti_hacking:
+        raise ValueError("anti_hacking edits the docstring of the primed header: set primed=True")
+    return prompt
+
+
+def _header_end(program: str) -> int:
+    """Offset just past the ``def`` line and its docstring (0 when there is no ``def`` line)."""
+    if not program.lstrip().startswith("def "):
+        return 0
+    end = program.find("\n", program.find("def ")) + 1
+    if end == 0:
+        return len(program)
+    rest = program[end:]
+    stripped = rest.lstrip()
+    for quote in ('"""', "'''"):
+        if stripped.startswith(quote):
+            start = end + len(rest) - len(stripped) + len(quote)
+            close = program.find(quote, start)
+            if close < 0:  # unterminated docstring: everything is header
+                return len(program)
+            line_end = program.find("\n", close + len(quote))
+            return len(program) if line_end < 0 else line_end + 1
+    return end
+
+
+def program_body(program: str) -> str:
+    """The lines after ``def solution():`` and its docstring (the part a primed model writes)."""
+    return program[_header_end(program) :]
+
+
+def sft_pair(
+    question: str, program: str, primed: bool = True, anti_hacking: bool = False
+) -> tuple[str, str]:
+    """(prompt, target) for supervised warm-up: the target is what the model must generate.
+
+    Primed: the target is the program body (its own header is replaced by the prompt's);
+    unprimed: the target is the whole program. Append the EOS token to the target yourself.
+    """
+    prompt = pot_prompt(question, primed=primed, anti_hacking=anti_hacking)
+    return prompt, program_body(program) if primed else program
+
+
+def program_from_completion(completion: str, primer: str = "", stop: Sequence[str] = ()) -> str:
+    """Cut a generation into the program ReFT runs.
+
+    Args:
+        completion: generated text (special tokens already decoded or stripped).
+        primer: the header the prompt ended with (``program_header(q)`` for primed prompts);
+            prepended unless the completion starts its own ``def``.
+        stop: strings that end the generation (e.g. the EOS token's text); cut at the first.
+    Returns:
+        the program up to (not including) its first blank line, trailing whitespace removed.
+    """
+    text = completion
+    for s in stop:
+        if s:
+            text = text.split(s, 1)[0]
+    if primer and not text.lstrip().startswith("def "):
+        text = primer + text
+    lines = []
+    for line in text.split("\n"):
+        if not line.strip():
+            if lines:  # ReFT cuts at the first blank line; leading blank lines are dropped
+                break
+            continue
+        lines.append(line)
+    return "\n".join(lines).rstrip()
+
+
+def count_program_lines(program: str) -> int:
+    """Statement lines of a program's body: non-blank, non-comment lines after ``def`` and the
+    docstring. ``result = 72`` / ``return result`` counts 2: the anti-hacking mask gives judge
+    reward 0 below 4 lines (paper, App. B.3)."""
+    body = program_body(program)
+    return sum(1 for line in body.split("\n") if line.strip() and not line.strip().startswith("#"))
+
+
+def _fill(template: str, **fields: str) -> str:
+    """Replace ``{field}`` placeholders literally, so braces elsewhere (code, JSON) stay intact."""
+    for key in fields:
+        if "{" + key + "}" not in template:
+            raise ValueError(f"template lacks the placeholder {{{key}}}: {template!r}")
+    out = template
+    for key, value in fields.items():
+        out = out.replace("{" + key + "}", value)
+    return out
+
+
+def judge_prompt(
+    question: str,
+    program: str,
+    template: str = DEFAULT_JUDGE_TEMPLATE,
+    tokenizer: Any = None,
+    chat: bool | None = None,
+) -> str:
+    """The judge's evaluation prompt for one (question, program) pair.
+
+    Args:
+        template: text with ``{question}`` and ``{program}`` placeholders (both required).
+        tokenizer: when given and it has a chat template (or ``chat=True``), the prompt is sent
+            as one user message through ``apply_chat_template`` with the generation prompt and
+            ``enable_thinking=False`` (honoured by templates that read it, e.g. Qwen3, ignored by
+            the others), so the judge's next token is its answer.
+        chat: force (True) or skip (False) the chat template; None decides from the tokenizer.
+    """
+    text = _fill(template, question=question, program=program)
+    has_template = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+    if chat is None:
+        chat = has_template
+    if not chat:
+        return text
+    if not has_template:
+        raise ValueError("chat=True needs a tokenizer with a chat template")
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}],
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=False,
+    )
+
+
+def rerank_input(question: str, program: str) -> str:
+    """The reranker's input text (ReFT's format)."""
+    return _fill(RERANK_TEMPLATE, question=question, program=program)

@@ -1,0 +1,112 @@
+"""The synthetic generator: exact programs, determinism, variety, disjoint splits."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+
+from rlkd_fast.data import SYNTHETIC_SPLITS, synthetic_problem, synthetic_split
+from rlkd_fast.prompts import count_program_lines, program_body, program_header
+
+N = 3000
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return [synthetic_problem(i, seed=s) for s in (0, 7) for i in range(N // 2)]
+
+
+def run(program: str) -> float:
+    scope: dict = {}
+    exec(program, scope)  # plain exec: our own generated programs
+    return scope["solution"]()
+
+
+def numbers(text: str) -> list[int]:
+    return [int(x) for x in re.findall(r"\d+", text)]
+
+
+def test_every_program_executes_to_its_answer(problems):
+    for p in problems:
+        got = run(p.program)
+        assert isinstance(got, (int, float)) and got == p.answer, (p.question, p.program, got)
+        assert p.answer == int(p.answer) and p.answer >= 0
+
+
+def test_programs_follow_refts_format_and_copy_the_numbers(problems):
+    for p in problems:
+        assert p.program.startswith(program_header(p.question))
+        body = program_body(p.program).split("\n")
+        assert body[-2:] == [
+            f"    result = {body[-3].split(' = ')[0].strip()}",
+            "    return result",
+        ]
+        assert all(line.startswith("    ") and " = " in line for line in body[:-1])
+        # every number of the question is assigned to a variable, and no other number appears
+        # in the program except the constants 2 and 3 that words like "half" or "twice" carry
+        literals = [int(v) for v in re.findall(r"= (\d+)$", "\n".join(body), re.M)]
+        assert sorted(literals) == sorted(numbers(p.question))
+        code = re.sub(r"[A-Za-z_]\w*", "", "\n".join(body))  # drop names (money_left_2)
+        assert set(numbers(re.sub(r"= \d+$", "", code, flags=re.M))) <= {2, 3}
+        assert len(p.question.split()) <= 40
+        assert count_program_lines(p.program) <= 11
+
+
+def test_deterministic_per_seed_and_index():
+    assert synthetic_problem(123, seed=5) == synthetic_problem(123, seed=5)
+    assert synthetic_problem(123, seed=5) != synthetic_problem(123, seed=6)
+    assert synthetic_problem(123, seed=5) != synthetic_problem(124, seed=5)
+    assert synthetic_split("train", 20, seed=3) == synthetic_split("train", 20, seed=3)
+    assert synthetic_split("train", 10, seed=3) == synthetic_split("train", 20, seed=3)[:10]
+
+
+def test_variety_same_skeleton_with_other_numbers_and_words(problems):
+    def skeleton(q: str) -> str:
+        return re.sub(r"\d+", "N", q)
+
+    assert len({p.question for p in problems}) > 0.99 * len(problems)  # splits dedupe the rest
+    answers = Counter(p.answer for p in problems)
+    assert answers.most_common(1)[0][1] < len(problems) / 20  # no answer dominates
+    # operators of every kind and every step count up to 4 occur
+    code = "\n".join(p.program for p in problems)
+    assert all(f" {op} " in code for op in "+-*/")
+    steps = Counter(sum(f" {op} " in line for line in p.program.split("\n") for op in "+-*/")
+                    for p in problems)  # fmt: skip
+    assert set(steps) == {1, 2, 3, 4} and min(steps.values()) > len(problems) / 10
+    # one wording appears with many different numbers, and the shapes are many
+    shapes = Counter(skeleton(p.question) for p in problems)
+    assert len(shapes) > len(problems) / 3
+    first_words = Counter(p.question.split()[0] for p in problems)
+    assert len(first_words) >= 20  # names and scenes vary
+
+
+def test_max_steps_bounds_the_operations():
+    for i in range(200):
+        p = synthetic_problem(i, max_steps=1)
+        ops = sum(f" {op} " in line for line in p.program.split("\n") for op in "+-*/")
+        assert ops == 1 and run(p.program) == p.answer
+    with pytest.raises(ValueError, match="max_steps"):
+        synthetic_problem(0, max_steps=5)
+
+
+def test_splits_are_disjoint_and_labeled_as_asked():
+    splits = {s: synthetic_split(s, 300, seed=0, labeled=True) for s in SYNTHETIC_SPLITS}
+    other_seed = synthetic_split("test", 300, seed=1)
+    for ps in splits.values():
+        assert len(ps) == 300 and len({p.question for p in ps}) == 300
+    questions = {s: {p.question for p in ps} for s, ps in splits.items()}
+    assert not questions["train"] & questions["test"]
+    assert not questions["train"] & questions["unlabeled"]
+    assert not questions["unlabeled"] & questions["test"]
+    # disjoint in substance too: the same numbers in the same story never cross splits
+    train_numbers = {(re.sub(r"\d+", "N", p.question), tuple(numbers(p.question)))
+                     for p in splits["train"]}  # fmt: skip
+    for p in other_seed:
+        assert (re.sub(r"\d+", "N", p.question), tuple(numbers(p.question))) not in train_numbers
+    unlabeled = synthetic_split("unlabeled", 5)
+    assert all(p.answer is None and p.program is None for p in unlabeled)
+    assert [p.question for p in unlabeled] == [p.question for p in splits["unlabeled"][:5]]
+    with pytest.raises(ValueError, match="split"):
+        synthetic_split("validation", 5)
