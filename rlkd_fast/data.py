@@ -31,6 +31,8 @@ __all__ = [
     "parse_answer",
     "synthetic_problem",
     "synthetic_split",
+    "synthetic_stream",
+    "to_records",
 ]
 
 
@@ -138,10 +140,11 @@ def _read_file(path: Path) -> list[dict]:
 
 def _has_token(text: str, token: str) -> bool:
     """``token`` appears in ``text`` delimited by non-alphanumerics (``test`` in ``gsm8k_test``)."""
-    return re.search(rf"(^|[^a-z0-9]){re.escape(token.lower())}([^a-z0-9]|$)", text.lower())
+    pattern = rf"(^|[^a-z0-9]){re.escape(token.lower())}([^a-z0-9]|$)"
+    return re.search(pattern, text.lower()) is not None
 
 
-def _files_for(root: Path, split: str, config: str | None, aliases: tuple[str, ...]):
+def _files_for(root: Path, split: str, config: str | None, aliases: tuple[str, ...]) -> list[Path]:
     """The data files of ``split`` (and ``config``) inside the directory ``root``."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in _DATA_SUFFIXES)
     if not files:
@@ -242,7 +245,8 @@ def _gsm_symbolic_row(row: dict, name: str, i: int) -> Problem | None:
 
 
 def _question_only_row(row: dict, name: str, i: int) -> Problem:
-    return Problem(str(row.get("id", f"{name}/{i}")), _field(row, "question", name, i))
+    ident = row.get("id", row.get("item_id", f"{name}/{i}"))
+    return Problem(str(ident), _field(row, "question", name, i))
 
 
 @dataclass(frozen=True)
@@ -297,9 +301,10 @@ def load_split(
     """Load one split of a data set as a :class:`Split` (a list of :class:`Problem`).
 
     Args:
-        name: ``gsm8k``, ``reft``, ``svamp``, ``gsm_plus``, ``gsm_symbolic`` (``"gsm_symbolic:p1"``
-            or ``config="p1"``; configs main/p1/p2), ``gsm8k_aug`` (questions only) or
-            ``synthetic``.
+        name: ``gsm8k``, ``reft`` (``reft:svamp`` for ReFT's SVAMP files), ``svamp``,
+            ``gsm_plus``, ``gsm_symbolic`` (``"gsm_symbolic:p1"`` or ``config="p1"``; configs
+            main/p1/p2), ``gsm8k_aug`` (questions only) or ``synthetic`` (``synthetic:2`` sets
+            ``max_steps`` to 2).
         source: hub id or local jsonl/json/parquet file or directory; None = the default hub id.
         split: split name (``train``/``test``/...; synthetic: ``train``/``unlabeled``/``test``).
         fraction: keep this share of the rows, chosen deterministically from ``seed``.
@@ -316,6 +321,10 @@ def load_split(
     if base == "synthetic":
         if source is not None:
             raise ValueError("synthetic data is generated: source must be None")
+        if config:
+            if not config.isdigit():
+                raise ValueError(f"synthetic config is max_steps (1-4), got {config!r}")
+            max_steps = int(config)
         n = SYNTHETIC_SIZES.get(split, 0) if size is None else size
         problems = synthetic_split(split, max(1, round(n * fraction)), seed, max_steps)
         return Split(problems, name=name, source="synthetic")
@@ -405,7 +414,16 @@ class _Story:
         self.skeleton: list[str] = []
         self.numbers: list[int] = []
         self.names: set[str] = set()
+        self.used: set[object] = set()
+        self.other_named = False
         self.ops = 0
+
+    def fresh(self, choices: tuple) -> Any:
+        """A choice not yet used in this story (names and things do not repeat)."""
+        left = [c for c in choices if c not in self.used]
+        pick = self.rng.choice(left)
+        self.used.add(pick)
+        return pick
 
     def number(self, lo: int, hi: int) -> int:
         """A number in [lo, hi] not yet used in this question (so copying is unambiguous)."""
@@ -430,33 +448,31 @@ class _Story:
         return self.var(name, expr=f"{a} {sym} {b}")
 
     def say(self, text: str, **kw: Any) -> None:
+        self.other_named = "{friend}" in text  # then the next sentence names the subject
         text = text.format(**kw)
         self.sentences.append(text[0].upper() + text[1:])
+
+    def divisors(self, v: int) -> list[int]:
+        """Divisors of ``v`` in [2, 12] (below ``v``) not yet used in this question."""
+        return [d for d in range(2, min(12, v - 1) + 1) if v % d == 0 and d not in self.numbers]
+
+    def divisor(self, v: int) -> int:
+        n = self.rng.choice(self.divisors(v))
+        self.numbers.append(n)
+        return n
 
 
 class _Retry(Exception):
     """The drawn numbers do not fit (no divisor, a repeat): draw the problem again."""
 
 
-def _divisors(v: int, lo: int = 2, hi: int = 12) -> list[int]:
-    return [d for d in range(lo, min(hi, v - 1) + 1) if v % d == 0]
-
-
-def _person(rng: random.Random, avoid: tuple[str, ...] = ()) -> tuple[str, str]:
-    while True:
-        name, pron = rng.choice(_NAMES)
-        if name not in avoid:
-            return name, pron
-
-
-# Each scene: (story, rng, steps) -> (final variable, final value, question sentence). Values
-# are exact ints; every event picks among the operations that keep them positive integers.
+# Each scene: (story, steps) -> (final variable, final value, question sentence). Values are
+# exact ints; every event picks among the operations that keep them positive integers.
 
 
 def _scene_collect(s: _Story, steps: int) -> tuple[str, int, str]:
     rng = s.rng
-    name, pron = _person(rng)
-    friend, _ = _person(rng, (name,))
+    name, pron = s.fresh(_NAMES)
     items = rng.choice(_ITEMS)
     kw = {
         "name": name,
@@ -464,7 +480,6 @@ def _scene_collect(s: _Story, steps: int) -> tuple[str, int, str]:
         "obj": _OBJ[pron],
         "poss": _POSS[pron],
         "items": items,
-        "friend": friend,
     }
     if steps >= 2 and rng.random() < 0.4:
         boxes, box = rng.choice(_BOXES)
@@ -507,9 +522,11 @@ def _scene_collect(s: _Story, steps: int) -> tuple[str, int, str]:
             kinds.append("half")
         if left >= 2:
             kinds.append("buy_boxes")
-        if left == 1 and _divisors(value):
+        if left == 1 and s.divisors(value):
             kinds += ["share", "share"]
         kind = rng.choice(kinds)
+        kw["friend"] = s.fresh(_NAMES)[0]
+        kw["pron"] = name if s.other_named else pron
         s.skeleton.append(kind)
         if kind == "add":
             n = s.number(2, 40)
@@ -559,15 +576,14 @@ def _scene_collect(s: _Story, steps: int) -> tuple[str, int, str]:
             new = s.op(f"new_{items}", s.var(boxes, n), "*", s.var(f"{items}_per_{box}", m))
             cur, value = s.op(f"{items}_total", cur, "+", new), value + n * m
         else:  # share: the question changes to a per-person amount
-            n = rng.choice(_divisors(value))
-            s.numbers.append(n)
+            n = s.divisor(value)
             s.say("{pron} shares them equally among {n} friends.", n=n, **kw)
             cur = s.op(f"{items}_each", cur, "/", s.var("friends", n))
             return cur, value // n, f"How many {items} does each friend get?"
     question = rng.choice(
         (
             f"How many {items} does {name} have now?",
-            f"How many {items} does {pron} have in the end?",
+            f"How many {items} does {name if s.other_named else pron} have in the end?",
         )
     )
     return cur, value, question
@@ -575,9 +591,8 @@ def _scene_collect(s: _Story, steps: int) -> tuple[str, int, str]:
 
 def _scene_money(s: _Story, steps: int) -> tuple[str, int, str]:
     rng = s.rng
-    name, pron = _person(rng)
-    friend, _ = _person(rng, (name,))
-    kw = {"name": name, "pron": pron, "obj": _OBJ[pron], "friend": friend}
+    name, pron = s.fresh(_NAMES)
+    kw = {"name": name, "pron": pron, "obj": _OBJ[pron]}
     if steps >= 2 and rng.random() < 0.35:
         a, b = s.number(5, 20), s.number(2, 9)
         s.say(
@@ -603,11 +618,13 @@ def _scene_money(s: _Story, steps: int) -> tuple[str, int, str]:
         kinds = ["earn", "spend"] if value > 3 else ["earn"]
         if left >= 2 and value > 8:
             kinds.append("buy")
-        if left == 1 and _divisors(value):
+        if left == 1 and s.divisors(value):
             kinds.append("split")
         kind = rng.choice(kinds)
+        kw["friend"] = s.fresh(_NAMES)[0]
+        kw["pron"] = name if s.other_named else pron
         s.skeleton.append(kind)
-        thing = rng.choice(_THINGS)
+        thing = s.fresh(_THINGS)
         if kind == "earn":
             n = s.number(3, 40)
             text, vname = rng.choice(
@@ -628,20 +645,22 @@ def _scene_money(s: _Story, steps: int) -> tuple[str, int, str]:
             divs = [p for p in range(2, 13) if value // p >= 2]
             price = rng.choice(divs)
             count = rng.randint(2, max(2, min(9, (value - 1) // price)))
-            if count * price >= value or price in s.numbers or count in s.numbers:
+            if count * price >= value or count == price or {count, price} & set(s.numbers):
                 raise _Retry
             s.numbers += [count, price]
             s.say("{pron} buys {c} {thing}s for ${p} each.", c=count, p=price, thing=thing, **kw)
             cost = s.op("cost", s.var(f"{thing}s", count), "*", s.var("price", price))
             cur, value = s.op("money_left", cur, "-", cost), value - count * price
         else:  # split
-            n = rng.choice(_divisors(value))
-            s.numbers.append(n)
+            n = s.divisor(value)
             s.say("{pron} splits the money equally among {n} friends.", n=n, **kw)
             cur = s.op("share", cur, "/", s.var("friends", n))
             return cur, value // n, "How many dollars does each friend get?"
     question = rng.choice(
-        (f"How much money does {name} have now?", f"How many dollars does {pron} have left?")
+        (
+            f"How much money does {name} have now?",
+            f"How many dollars does {name if s.other_named else pron} have left?",
+        )
     )
     return cur, value, question
 
@@ -675,7 +694,7 @@ def _scene_work(s: _Story, steps: int) -> tuple[str, int, str]:
     while s.ops < steps:
         left = steps - s.ops
         kinds = ["make", "sell"] if value > 3 else ["make"]
-        if left == 1 and _divisors(value):
+        if left == 1 and s.divisors(value):
             kinds.append("pack")
         kind = rng.choice(kinds)
         s.skeleton.append(kind)
@@ -697,8 +716,7 @@ def _scene_work(s: _Story, steps: int) -> tuple[str, int, str]:
             s.say(text, n=n, **kw)
             cur, value = s.op(f"{items}_left", cur, "-", s.var(vname, n)), value - n
         else:  # pack
-            n = rng.choice(_divisors(value))
-            s.numbers.append(n)
+            n = s.divisor(value)
             s.say("The {items} are packed in boxes of {n}.", n=n, **kw)
             cur = s.op("boxes", cur, "/", s.var("per_box", n))
             return cur, value // n, "How many boxes are filled?"
@@ -711,7 +729,7 @@ def _scene_work(s: _Story, steps: int) -> tuple[str, int, str]:
 def _scene_compare(s: _Story, steps: int) -> tuple[str, int, str]:
     rng = s.rng
     items = rng.choice(_ITEMS)
-    name, _ = _person(rng)
+    name, _ = s.fresh(_NAMES)
     people = [name]
     value = s.number(6, 40)
     s.say("{name} has {v} {items}.", name=name, v=value, items=items)
@@ -725,7 +743,7 @@ def _scene_compare(s: _Story, steps: int) -> tuple[str, int, str]:
             total = s.op("together", first, "+", cur)
             q = f"How many {items} do {people[0]} and {people[-1]} have together?"
             return total, first_value + value, q
-        other, _ = _person(rng, tuple(people))
+        other, _ = s.fresh(_NAMES)
         kinds = ["more", "fewer", "times"] if value > 3 else ["more", "times"]
         if value % 2 == 0:
             kinds.append("half")
@@ -839,3 +857,53 @@ def synthetic_split(
     if not labeled:
         out = [Problem(p.id, p.question) for p in out]
     return out
+
+
+# ----------------------------------------------------------------------------- export and CLI
+
+
+def to_records(problems: Iterable[Problem]) -> list[dict]:
+    """Problems as ReFT-style records (``item_id``, ``question``, ``answer_cot``,
+    ``answer_value``), which ``load_split("reft", path)`` reads back; absent fields are left
+    out (so unlabeled questions read back with ``gsm8k_aug``)."""
+    records = []
+    for p in problems:
+        rec = {"item_id": p.id, "question": p.question}
+        if p.program is not None:
+            rec["answer_cot"] = p.program
+        if p.answer is not None:
+            rec["answer_value"] = str(p.answer)
+        records.append(rec)
+    return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m rlkd_fast.data NAME [--split S] [--out FILE.jsonl]``: load a split, report
+    its size and skipped rows, show a few problems, optionally write it as JSON lines."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m rlkd_fast.data", description=main.__doc__)
+    ap.add_argument("name", help="data set name, e.g. gsm8k, gsm_symbolic:p1, synthetic:2")
+    ap.add_argument("--source", help="hub id or local file/directory (default: the hub id)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--fraction", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, help="synthetic: number of problems")
+    ap.add_argument("--show", type=int, default=2, help="problems to print")
+    ap.add_argument("--out", help="write the split as ReFT-style JSON lines here")
+    args = ap.parse_args(argv)
+    problems = load_split(
+        args.name, args.source, args.split, args.fraction, args.seed, size=args.size
+    )
+    counts = f"{len(problems)} problems, {problems.skipped} skipped, {problems.dropped} dropped"
+    print(f"{args.name}/{args.split}: {counts}")
+    for p in problems[: args.show]:
+        print(f"\n[{p.id}] answer={p.answer}\n{p.program or p.question}")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in to_records(problems))
+        print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -270,3 +270,27 @@ def test_synthetic_through_load_split():
     assert len(load_split("synthetic", split="test", size=40, fraction=0.25)) == 10
     with pytest.raises(ValueError, match="source"):
         load_split("synthetic", "some/path")
+
+
+def test_synthetic_config_sets_max_steps_and_records_round_trip(tmp_path, capsys):
+    easy = load_split("synthetic:1", split="train", size=50)
+    assert all(sum(f" {op} " in p.program for op in "+-*/") == 1 for p in easy)
+    with pytest.raises(ValueError, match="max_steps"):
+        load_split("synthetic:hard")
+    out = tmp_path / "syn.jsonl"
+    data.main(["synthetic", "--split", "test", "--size", "7", "--show", "1", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "synthetic/test: 7 problems, 0 skipped" in printed and "def solution():" in printed
+    back = load_split("reft", str(out))
+    assert back == load_split("synthetic", split="test", size=7) and back.skipped == 0
+    unlabeled = load_split("synthetic", split="unlabeled", size=3)
+    path = write(tmp_path / "q.jsonl", data.to_records(unlabeled))
+    assert load_split("gsm8k_aug", str(path)) == unlabeled
+
+
+def test_split_survives_pickling():
+    import pickle
+
+    split = data.Split([Problem("a", "q", 1.0)], "gsm8k", "src", skipped=2, dropped=1)
+    again = pickle.loads(pickle.dumps(split))
+    assert again == split and (again.skipped, again.dropped, again.name) == (2, 1, "gsm8k")

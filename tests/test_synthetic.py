@@ -24,6 +24,10 @@ def run(program: str) -> float:
     return scope["solution"]()
 
 
+def operations(program: str) -> int:
+    return sum(f" {op} " in line for line in program.split("\n") for op in "+-*/")
+
+
 def numbers(text: str) -> list[int]:
     return [int(x) for x in re.findall(r"\d+", text)]
 
@@ -48,6 +52,7 @@ def test_programs_follow_refts_format_and_copy_the_numbers(problems):
         # in the program except the constants 2 and 3 that words like "half" or "twice" carry
         literals = [int(v) for v in re.findall(r"= (\d+)$", "\n".join(body), re.M)]
         assert sorted(literals) == sorted(numbers(p.question))
+        assert len(set(literals)) == len(literals)  # distinct: the copy is unambiguous
         code = re.sub(r"[A-Za-z_]\w*", "", "\n".join(body))  # drop names (money_left_2)
         assert set(numbers(re.sub(r"= \d+$", "", code, flags=re.M))) <= {2, 3}
         assert len(p.question.split()) <= 40
@@ -72,8 +77,7 @@ def test_variety_same_skeleton_with_other_numbers_and_words(problems):
     # operators of every kind and every step count up to 4 occur
     code = "\n".join(p.program for p in problems)
     assert all(f" {op} " in code for op in "+-*/")
-    steps = Counter(sum(f" {op} " in line for line in p.program.split("\n") for op in "+-*/")
-                    for p in problems)  # fmt: skip
+    steps = Counter(operations(p.program) for p in problems)
     assert set(steps) == {1, 2, 3, 4} and min(steps.values()) > len(problems) / 10
     # one wording appears with many different numbers, and the shapes are many
     shapes = Counter(skeleton(p.question) for p in problems)
@@ -85,8 +89,7 @@ def test_variety_same_skeleton_with_other_numbers_and_words(problems):
 def test_max_steps_bounds_the_operations():
     for i in range(200):
         p = synthetic_problem(i, max_steps=1)
-        ops = sum(f" {op} " in line for line in p.program.split("\n") for op in "+-*/")
-        assert ops == 1 and run(p.program) == p.answer
+        assert operations(p.program) == 1 and run(p.program) == p.answer
     with pytest.raises(ValueError, match="max_steps"):
         synthetic_problem(0, max_steps=5)
 
@@ -100,11 +103,13 @@ def test_splits_are_disjoint_and_labeled_as_asked():
     assert not questions["train"] & questions["test"]
     assert not questions["train"] & questions["unlabeled"]
     assert not questions["unlabeled"] & questions["test"]
+
     # disjoint in substance too: the same numbers in the same story never cross splits
-    train_numbers = {(re.sub(r"\d+", "N", p.question), tuple(numbers(p.question)))
-                     for p in splits["train"]}  # fmt: skip
-    for p in other_seed:
-        assert (re.sub(r"\d+", "N", p.question), tuple(numbers(p.question))) not in train_numbers
+    def story(p):  # the sentences with numbers blanked, and the numbers
+        return re.sub(r"\d+", "N", p.question), tuple(numbers(p.question))
+
+    train_stories = {story(p) for p in splits["train"]}
+    assert not any(story(p) in train_stories for p in other_seed)
     unlabeled = synthetic_split("unlabeled", 5)
     assert all(p.answer is None and p.program is None for p in unlabeled)
     assert [p.question for p in unlabeled] == [p.question for p in splits["unlabeled"][:5]]
