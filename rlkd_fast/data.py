@@ -374,6 +374,7 @@ SYNTHETIC_SIZES = {"train": 4000, "unlabeled": 4000, "test": 500}
 # A problem's split is a hash of its skeleton and numbers (not names or wordings), so the splits
 # never share a problem, whatever the seed: buckets [0, 60) train, [60, 85) unlabeled, rest test.
 _SPLIT_BUCKETS = {"train": (0, 60), "unlabeled": (60, 85), "test": (85, 100)}
+_MAX_MISSES = 20_000  # draws without a new problem before a split counts as exhausted
 
 _NAMES = (
     ("Ava", "she"), ("Ben", "he"), ("Carla", "she"), ("Dev", "he"), ("Emma", "she"),
@@ -829,18 +830,28 @@ def _bucket(key: str) -> int:
 
 
 def synthetic_stream(split: str, seed: int = 0, max_steps: int = 4) -> Iterator[Problem]:
-    """Unlimited problems of one split, in index order, each skeleton+numbers at most once."""
+    """The problems of one split in index order, each skeleton and numbers at most once.
+
+    Practically unlimited at ``max_steps >= 2``; with ``max_steps=1`` the train split holds
+    about 16k problems, and asking for more raises a ValueError rather than looping."""
     if split not in _SPLIT_BUCKETS:
         raise ValueError(f"synthetic split must be one of {SYNTHETIC_SPLITS}, got {split!r}")
     lo, hi = _SPLIT_BUCKETS[split]
     seen: set[str] = set()
-    index = 0
-    while True:
+    index = misses = 0
+    while misses < _MAX_MISSES:
         problem, key = _synthetic(index, seed, max_steps)
         index += 1
         if lo <= _bucket(key) < hi and key not in seen:
             seen.add(key)
+            misses = 0
             yield problem
+        else:
+            misses += 1
+    raise ValueError(
+        f"synthetic {split!r} split with max_steps={max_steps} ran out of new problems after "
+        f"{len(seen)}: ask for fewer or raise max_steps"
+    )
 
 
 def synthetic_split(

@@ -10,6 +10,7 @@ Formats follow ReFT (see ``PAPER_NOTES.md``):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,7 +101,8 @@ def program_from_completion(completion: str, primer: str = "", stop: Sequence[st
             prepended unless the completion starts its own ``def``.
         stop: strings that end the generation (e.g. the EOS token's text); cut at the first.
     Returns:
-        the program up to (not including) its first blank line, trailing whitespace removed.
+        the program up to (not including) the first blank line after its header (a blank line
+        inside the docstring does not cut), trailing whitespace removed.
     """
     text = completion
     for s in stop:
@@ -108,14 +110,13 @@ def program_from_completion(completion: str, primer: str = "", stop: Sequence[st
             text = text.split(s, 1)[0]
     if primer and not text.lstrip().startswith("def "):
         text = primer + text
-    lines = []
-    for line in text.split("\n"):
-        if not line.strip():
-            if lines:  # ReFT cuts at the first blank line; leading blank lines are dropped
-                break
-            continue
-        lines.append(line)
-    return "\n".join(lines).rstrip()
+    lines = text.split("\n")
+    while lines and not lines[0].strip():  # blank lines before the program are not part of it
+        lines.pop(0)
+    text = "\n".join(lines)
+    end = _header_end(text)
+    body = re.split(r"\n[ \t]*(?:\n|$)", "\n" + text[end:], maxsplit=1)[0]
+    return (text[:end] + body[1:]).rstrip()
 
 
 def count_program_lines(program: str) -> int:

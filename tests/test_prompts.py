@@ -65,6 +65,11 @@ def test_program_from_completion_cuts_at_the_first_blank_line():
         primer + "    result = 1"
     )
     assert program_from_completion("", primer) == primer.rstrip()
+    # a blank line inside the docstring does not cut; one right after the header does (ReFT)
+    two = program_header("Line one.\n\nLine two?")
+    assert program_from_completion(BODY + "\n\n    x = 1", two) == two + BODY
+    assert run(program_from_completion(BODY, two)) == 8
+    assert program_from_completion("\n" + BODY, primer) == primer.rstrip()
     assert program_from_completion("no program at all") == "no program at all"
 
 

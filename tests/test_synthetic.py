@@ -115,3 +115,17 @@ def test_splits_are_disjoint_and_labeled_as_asked():
     assert [p.question for p in unlabeled] == [p.question for p in splits["unlabeled"][:5]]
     with pytest.raises(ValueError, match="split"):
         synthetic_split("validation", 5)
+
+
+def test_an_exhausted_split_raises_instead_of_looping(monkeypatch):
+    from rlkd_fast import data
+
+    one = synthetic_problem(0)
+    monkeypatch.setattr(data, "_synthetic", lambda index, seed, max_steps: (one, "same key"))
+    monkeypatch.setattr(data, "_MAX_MISSES", 50)
+    split = next(
+        s for s in SYNTHETIC_SPLITS if data._bucket("same key") in range(*data._SPLIT_BUCKETS[s])
+    )
+    assert synthetic_split(split, 1) == [one]
+    with pytest.raises(ValueError, match="ran out of new problems after 1"):
+        synthetic_split(split, 2)
