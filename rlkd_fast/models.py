@@ -1,0 +1,143 @@
+"""Loading causal LMs, sequence classifiers and their tokenizers from a hub id or a local dir.
+
+One place decides device, dtype and attention implementation, so the student, the judge and
+the reranker are loaded the same way: bf16 on GPU, fp32 on CPU, flash-attention 2 when it is
+installed and the model sits on a GPU, PyTorch SDPA otherwise. A judge can be put on a device
+of its own (``device="cuda:1"``) so it does not compete with the student for memory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as given, else the current CUDA device when there is one, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPU (the memory and speed the judge needs), fp32 on CPU (bf16 matmuls are slow
+    and inexact there)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def attention_implementation(device: torch.device, dtype: torch.dtype) -> str:
+    """flash-attention 2 when installed and usable (CUDA, half precision), SDPA otherwise."""
+    half = dtype in (torch.float16, torch.bfloat16)
+    if device.type == "cuda" and half and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_tokenizer(
+    name_or_path: str | Path, padding_side: str = "left", **kwargs
+) -> PreTrainedTokenizerBase:
+    """A tokenizer with a pad token (the EOS token when the checkpoint has none) and the given
+    padding side (left for generation and last-position scoring)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer of {name_or_path} has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def _load(
+    auto_cls,
+    name_or_path: str | Path,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    attn_implementation: str | None,
+    **kwargs,
+) -> PreTrainedModel:
+    dev = pick_device(device)
+    dtype = dtype or default_dtype(dev)
+    attn = attn_implementation or attention_implementation(dev, dtype)
+    try:
+        model = auto_cls.from_pretrained(
+            str(name_or_path), dtype=dtype, attn_implementation=attn, **kwargs
+        )
+    except (ValueError, ImportError):
+        if attn == "eager":
+            raise
+        # Some architectures support neither flash-attention nor SDPA.
+        model = auto_cls.from_pretrained(
+            str(name_or_path), dtype=dtype, attn_implementation="eager", **kwargs
+        )
+    return model.to(dev).eval()
+
+
+def load_causal_lm(
+    name_or_path: str | Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
+    padding_side: str = "left",
+    **kwargs,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load ``(model, tokenizer)`` of a causal LM, in eval mode on ``device``.
+
+    Args:
+        name_or_path: a hub id or a local checkpoint directory (holding the tokenizer too).
+        device: where the model lives; default the current GPU, else the CPU.
+        dtype: default bf16 on GPU, fp32 on CPU.
+        attn_implementation: default flash-attention 2 where usable, else SDPA.
+        padding_side: the tokenizer's padding side.
+        **kwargs: passed to ``from_pretrained`` (e.g. ``revision``, ``trust_remote_code``).
+    """
+    model = _load(AutoModelForCausalLM, name_or_path, device, dtype, attn_implementation, **kwargs)
+    tokenizer = load_tokenizer(name_or_path, padding_side=padding_side)
+    _sync_pad(model, tokenizer)
+    return model, tokenizer
+
+
+def load_sequence_classifier(
+    name_or_path: str | Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
+    padding_side: str = "right",
+    **kwargs,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load ``(model, tokenizer)`` of a sequence classifier (e.g. a reranker), in eval mode.
+
+    The model's ``pad_token_id`` is set from the tokenizer: HF classifiers find each row's last
+    real token through it, and refuse batches of more than one row without it.
+    """
+    model = _load(
+        AutoModelForSequenceClassification, name_or_path, device, dtype, attn_implementation,
+        **kwargs,
+    )
+    tokenizer = load_tokenizer(name_or_path, padding_side=padding_side)
+    _sync_pad(model, tokenizer)
+    return model, tokenizer
+
+
+def _sync_pad(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    gen = getattr(model, "generation_config", None)
+    if gen is not None and gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.pad_token_id
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter (CPU for a model without parameters)."""
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")

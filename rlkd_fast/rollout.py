@@ -1,0 +1,176 @@
+"""Rollout generation: prompts in, padded prompt/response tensors and decoded texts out.
+
+Used for PPO/GRPO rollouts, evaluation and judge-quality sampling. Prompts are sorted by length
+before batching so each batch pads little; the rows come back in the caller's order, with the
+``num_samples`` samples of one prompt on consecutive rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from rlkd_fast.models import model_device
+
+
+@dataclass
+class Rollout:
+    """A batch of generations; N = len(prompts) * num_samples rows.
+
+    Attributes:
+        prompt_ids: [N, P] int64, left padded with the pad id.
+        prompt_mask: [N, P] int64, 1 on real prompt tokens.
+        response_ids: [N, R] int64, right padded with the pad id.
+        response_mask: [N, R] int64, 1 on generated tokens up to and including the first EOS
+            (or the last generated token when the row stopped without one).
+        texts: N decoded responses, special tokens skipped.
+        prompt_index: [N] int64, the source prompt of each row.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    texts: list[str]
+    prompt_index: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def sequences(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask)`` of prompt + response, [N, P + R] each, for the
+        trainer's forward passes (response logits start at column P - 1)."""
+        ids = torch.cat([self.prompt_ids, self.response_ids], dim=1)
+        mask = torch.cat([self.prompt_mask, self.response_mask], dim=1)
+        return ids, mask
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("neither the model's generation config nor the tokenizer has an EOS id")
+    return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
+
+
+def response_mask(response_ids: torch.Tensor, eos_ids: Sequence[int], pad_id: int) -> torch.Tensor:
+    """[N, R] int64 mask: 1 up to and including the first EOS; for rows without EOS (stopped by
+    length or a stop string), 1 up to the last non-pad token."""
+    is_eos = torch.isin(response_ids, torch.tensor(list(eos_ids), device=response_ids.device))
+    upto_eos = (is_eos.long().cumsum(1) - is_eos.long()) == 0
+    pos = torch.arange(response_ids.shape[1], device=response_ids.device)
+    last_real = torch.where(response_ids != pad_id, pos, -1).max(dim=1, keepdim=True).values
+    upto_last = pos <= last_real
+    return torch.where(is_eos.any(1, keepdim=True), upto_eos, upto_last).long()
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 256,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    num_samples: int = 1,
+    batch_size: int = 32,
+    max_prompt_length: int | None = None,
+    progress: bool = False,
+    **generate_kwargs,
+) -> Rollout:
+    """Generate ``num_samples`` responses per prompt with HF ``generate``.
+
+    Args:
+        model: a causal LM with HF's ``generate`` (put in eval mode for the call).
+        tokenizer: its tokenizer; must have a pad token.
+        prompts: the prompt texts.
+        max_new_tokens: the generation budget per row.
+        do_sample: sample (with temperature / top_k / top_p; top_k=0 means no top-k cut) or
+            decode greedily (then the ``num_samples`` rows of a prompt are copies).
+        num_samples: rows per prompt, consecutive in the output.
+        batch_size: rows (prompts x samples) per ``generate`` call.
+        max_prompt_length: keep only the last this-many prompt tokens.
+        progress: show a progress bar over batches.
+        **generate_kwargs: passed on, e.g. ``cache_implementation="static"``, ``stop_strings``.
+
+    Returns:
+        A :class:`Rollout` with rows in prompt order (see its fields for shapes).
+    """
+    if num_samples < 1 or batch_size < 1 or max_new_tokens < 1:
+        raise ValueError("num_samples, batch_size and max_new_tokens must be >= 1")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer needs a pad token (models.load_tokenizer sets one)")
+    if not prompts:
+        raise ValueError("no prompts to generate from")
+    pad_id, eos_ids = int(tokenizer.pad_token_id), _eos_ids(model, tokenizer)
+    encoded = tokenizer(list(prompts))["input_ids"]
+    if max_prompt_length is not None:
+        encoded = [ids[-max_prompt_length:] for ids in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    per_call = max(1, batch_size // num_samples)
+    sample_kwargs = (
+        dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
+             num_return_sequences=num_samples)
+        if do_sample else dict(do_sample=False)
+    )
+    if "stop_strings" in generate_kwargs:
+        generate_kwargs.setdefault("tokenizer", tokenizer)
+    device = model_device(model)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    pieces: dict[int, tuple[list[int], torch.Tensor]] = {}  # prompt -> (ids, [k, R_b] response)
+    try:
+        for start in tqdm(range(0, len(order), per_call), disable=not progress,
+                          desc="generate", unit="batch"):
+            batch = order[start:start + per_call]
+            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]},
+                                   padding=True, return_tensors="pt", padding_side="left")
+            out = model.generate(
+                input_ids=padded["input_ids"].to(device),
+                attention_mask=padded["attention_mask"].to(device),
+                max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
+                **sample_kwargs, **generate_kwargs,
+            )
+            seqs = getattr(out, "sequences", out)
+            resp = seqs[:, padded["input_ids"].shape[1]:].cpu()
+            if not do_sample:
+                resp = resp.repeat_interleave(num_samples, dim=0)
+            for j, i in enumerate(batch):
+                pieces[i] = (encoded[i], resp[j * num_samples:(j + 1) * num_samples])
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    return _assemble([pieces[i] for i in range(len(encoded))], tokenizer, pad_id, eos_ids)
+
+
+def _assemble(pieces, tokenizer, pad_id: int, eos_ids: list[int]) -> Rollout:
+    """Stack per-prompt pieces into left-padded prompts and right-padded responses."""
+    k = pieces[0][1].shape[0]
+    n = len(pieces) * k
+    P = max(len(ids) for ids, _ in pieces)
+    R = max(max(r.shape[1] for _, r in pieces), 1)
+    prompt_ids = torch.full((n, P), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((n, P), dtype=torch.long)
+    response_ids = torch.full((n, R), pad_id, dtype=torch.long)
+    for p, (ids, resp) in enumerate(pieces):
+        rows = slice(p * k, (p + 1) * k)
+        if ids:
+            prompt_ids[rows, P - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            prompt_mask[rows, P - len(ids):] = 1
+        response_ids[rows, :resp.shape[1]] = resp
+    mask = response_mask(response_ids, eos_ids, pad_id)
+    response_ids = response_ids.masked_fill(mask == 0, pad_id)
+    lengths = mask.sum(1).tolist()
+    texts = tokenizer.batch_decode(
+        [row[:m] for row, m in zip(response_ids.tolist(), lengths)], skip_special_tokens=True
+    )
+    prompt_index = torch.arange(len(pieces)).repeat_interleave(k)
+    return Rollout(prompt_ids, prompt_mask, response_ids, mask, texts, prompt_index)
