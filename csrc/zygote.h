@@ -1,0 +1,58 @@
+// The zygote's event loop; see zygote.cpp.
+#pragma once
+
+#include <pybind11/pybind11.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace rlkd {
+
+struct ZygoteConfig {
+  bool worker = false;       // isolation="worker": long-lived confined workers
+  int max_programs = 1000;   // a worker is replaced after this many programs
+  pid_t host_pid = 0;
+  std::string base_dir;      // per-program scratch directories are made below it
+  SandboxConfig sandbox;
+};
+
+class Zygote {
+ public:
+  Zygote(int in_fd, int out_fd, ZygoteConfig cfg, pybind11::object run, pybind11::object clean);
+  ~Zygote();
+  [[noreturn]] void serve_forever() {
+    serve();
+    _exit(0);
+  }
+  void serve();
+
+ private:
+  struct Kid;
+  Kid* spawn(const std::string* src, uint8_t conventions, uint32_t timeout_ms);
+  [[noreturn]] void worker_loop();
+  void start_job(uint64_t job, uint32_t timeout_ms, uint8_t conventions, const std::string& src);
+  bool read_request();
+  void drain(Kid* kid);
+  void on_data(Kid* kid);
+  void on_exit(Kid* kid);
+  void finish(Kid* kid, const Result& r);
+  void retire(Kid* kid);
+  void send(uint64_t job, const Result& r);
+  [[noreturn]] void shutdown(int code);
+  std::string new_dir();
+  static Result crash(const std::string& why);
+  static Result parse(const ResultHeader& h, const std::string& err);
+
+  int in_, out_;
+  ZygoteConfig cfg_;
+  pybind11::object run_, clean_;
+  Features feat_;
+  uint64_t seq_ = 0;
+  std::vector<std::unique_ptr<Kid>> kids_;
+};
+
+}  // namespace rlkd

@@ -1,0 +1,223 @@
+"""Sandboxed execution of untrusted program-of-thought code.
+
+``PotExecutor`` runs many short Python programs (each defines ``solution()``) and returns one
+``ExecResult`` per program. The work happens in a C++ core (``rlkd_fast._executor``):
+
+* **Zygotes, never a fork of the trainer.** Each of ``workers`` zygotes is a fresh
+  ``python -I -S`` started with ``posix_spawn`` in a clean environment; it pre-imports
+  ``preload`` (math and sympy by default), freezes its heap and waits for programs. A C++ thread
+  per zygote in the trainer feeds it from a shared queue and keeps up to ``slots`` programs in
+  flight. Dead or unresponsive zygotes are killed, their in-flight programs reported as
+  ``infra_error``, and a new zygote is started.
+* **Confinement of every program process**: its own process group; rlimits (address space =
+  the interpreter plus ``memory_mb``, CPU, file size ``fsize_mb``, 64 descriptors, no core
+  files); no capabilities (as root without Landlock: uid ``nobody``); ``PR_SET_NO_NEW_PRIVS``;
+  Landlock (when the kernel has it): read only the Python installation and system libraries,
+  write only a fresh empty scratch directory (its cwd), no TCP, no signals or ptrace outside;
+  a hand-written seccomp filter (no fork/exec/sockets/ptrace/mount, no raising limits, no
+  signals to other processes; threads allowed); closed descriptors (stdout/stderr go to
+  /dev/null); an empty network namespace (user+net namespaces where the kernel allows);
+  ``PR_SET_PDEATHSIG`` so nothing outlives its zygote. Forks are refused by seccomp, which also
+  holds for root, whom ``RLIMIT_NPROC`` does not bind.
+* **A hard wall-clock deadline from outside**: the zygote SIGKILLs the program's process group
+  at ``timeout_s``; the host kills the whole zygote if it stays silent ``grace_s`` longer.
+* **Binary results**: status byte, two doubles, a short UTF-8 error text. Nothing is unpickled;
+  a returned object is converted to a float inside the sandbox (see ``rlkd_fast.pot``).
+
+Isolation modes and their trade-off:
+
+* ``isolation="fork"`` (default): a fresh forked child per program. Nothing a program does can
+  reach the next one. Cost: a fork of an interpreter with sympy loaded (~2.5 ms of CPU).
+* ``isolation="worker"``: each zygote keeps up to ``slots`` confined workers that run programs
+  one after another, several times faster. A worker is replaced after a timeout, a crash, after
+  ``max_programs_per_worker`` programs, and whenever a program changed state it can see (cwd
+  or files in the scratch dir, sys.modules, values in the namespaces of builtins, sys and the
+  preloaded modules, running threads, timers, signal handlers, trace hooks, recursion limit).
+  Changes deeper inside an object (a patched class attribute inside sympy, a reseeded
+  ``random``) are not detected, so one program could influence a later one's result in the
+  same worker; confinement against the host is the same as in fork mode.
+
+Statuses: ``ok`` (a finite real number, see ``rlkd_fast.pot.classify``), ``error`` (an
+exception, including SyntaxError, SystemExit, MemoryError, PermissionError from the sandbox),
+``timeout``, ``crash`` (killed by a signal such as SIGSEGV, or exited without a result),
+``nonnumeric`` (returned bool/str/NaN/inf/complex/huge int/...), ``infra_error`` (the executor,
+not the program, failed: a zygote died mid-run; retrying is reasonable).
+
+Example::
+
+    with PotExecutor(workers=2, timeout_s=2.0, conventions="reft") as ex:
+        results = ex.run(programs)             # list[ExecResult]
+        future = ex.submit(more_programs)      # overlap with generation
+        ...
+        more = future.result()
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rlkd_fast import pot
+
+STATUSES = ("ok", "error", "timeout", "crash", "nonnumeric", "infra_error")
+ISOLATION = ("fork", "worker")
+
+_SYSTEM_READ_ROOTS = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib",
+                      "/usr/share/zoneinfo", "/etc/localtime", "/etc/ld.so.cache")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """One program's outcome.
+
+    status: one of ``STATUSES``. value: the answer as a float when status is ``ok``, else None.
+    error: a short text for anything but ``ok``. reft_value: ``float(result)`` as ReFT computes
+    it (also for bool/str/NaN results; None when that raises or the program failed).
+    """
+
+    status: str
+    value: float | None = None
+    error: str = ""
+    reft_value: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _load_core():
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError("PotExecutor needs Linux (namespaces, seccomp, pidfd); "
+                           f"this is {sys.platform}")
+    try:
+        from rlkd_fast import _executor
+    except ImportError as exc:
+        raise RuntimeError("the C++ executor core rlkd_fast._executor is not built; "
+                           "reinstall with `pip install -e .` (needs g++ and pybind11)") from exc
+    return _executor
+
+
+def _read_roots(paths: Sequence[str]) -> list[str]:
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *paths, *_SYSTEM_READ_ROOTS}
+    return sorted(r for r in roots if r and os.path.exists(r))
+
+
+class PotExecutor:
+    """Runs untrusted PoT programs in sandboxed processes; see the module docstring.
+
+    Args:
+        workers: zygote processes (one feeding thread each in this process).
+        timeout_s: wall-clock limit per program (``run``/``submit`` may override it).
+        memory_mb: address space a program may add to the preloaded interpreter.
+        preload: modules every zygote imports once (programs then use them for free).
+        isolation: ``"fork"`` (a child per program) or ``"worker"`` (reused, checked workers).
+        conventions: ``"plain"`` (run the text, call ``solution()``) or ``"reft"``
+            (``rlkd_fast.pot.reft_program`` first, ReFT's separate globals/locals).
+        slots: programs in flight per zygote (default 8 for fork, 2 for worker).
+        fsize_mb: largest file a program may write in its scratch directory.
+        max_programs_per_worker: worker mode: replace a worker after this many programs.
+        grace_s: how long past a deadline a silent zygote is tolerated before it is replaced.
+    """
+
+    def __init__(self, workers: int = 2, timeout_s: float = 2.0, memory_mb: int = 1024,
+                 preload: Sequence[str] = ("math", "sympy"), isolation: str = "fork",
+                 conventions: str = "plain", slots: int | None = None, fsize_mb: int = 16,
+                 max_programs_per_worker: int = 1000, grace_s: float = 2.0):
+        if isolation not in ISOLATION:
+            raise ValueError(f"isolation must be one of {ISOLATION}, got {isolation!r}")
+        if conventions not in pot.CONVENTIONS:
+            raise ValueError(f"conventions must be one of {tuple(pot.CONVENTIONS)}, "
+                             f"got {conventions!r}")
+        if workers < 1 or (slots is not None and slots < 1):
+            raise ValueError("workers and slots must be >= 1")
+        if not timeout_s > 0 or memory_mb < 16 or fsize_mb < 0:
+            raise ValueError("need timeout_s > 0, memory_mb >= 16, fsize_mb >= 0")
+        core = _load_core()
+        self.timeout_s = float(timeout_s)
+        self.isolation = isolation
+        self.conventions = conventions
+        paths = [p for p in sys.path if p and os.path.isdir(p)]
+        config = {
+            "path": paths, "ext": core.__file__, "preload": list(preload),
+            "worker": isolation == "worker", "max_programs": int(max_programs_per_worker),
+            "memory_mb": int(memory_mb), "fsize_mb": int(fsize_mb), "nofile": 64,
+            "read_roots": _read_roots(paths),
+        }
+        argv = [sys.executable, "-I", "-S", "-B", pot.__file__, json.dumps(config)]
+        slots = slots or (8 if isolation == "fork" else 2)
+        self._core = core.Executor(argv, workers, slots, float(grace_s), 120.0)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, programs: Sequence[str], timeout_s: float | None = None) -> list[ExecResult]:
+        """Runs every program; returns their results in order. Releases the GIL while waiting;
+        safe to call from several threads at once."""
+        if self._closed:
+            raise RuntimeError("PotExecutor is closed")
+        timeout = self.timeout_s if timeout_s is None else float(timeout_s)
+        if not timeout > 0:
+            raise ValueError("timeout_s must be > 0")
+        reft = self.conventions == "reft"
+        sources = []
+        for p in programs:
+            if not isinstance(p, str):
+                raise TypeError(f"programs must be str, got {type(p).__name__}")
+            text = pot.reft_program(p) if reft else p
+            sources.append(text.encode("utf-8", "surrogatepass"))
+        raw = self._core.run(sources, max(1, round(timeout * 1000)), pot.CONVENTIONS[
+            self.conventions])
+        return [ExecResult(STATUSES[s], v, e, r) for s, v, r, e in raw]
+
+    def submit(self, programs: Sequence[str],
+               timeout_s: float | None = None) -> concurrent.futures.Future:
+        """Starts ``run(programs)`` in the background; the future holds ``list[ExecResult]``."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("PotExecutor is closed")
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=4, thread_name_prefix="pot-executor")
+            return self._pool.submit(self.run, list(programs), timeout_s)
+
+    # -- lifecycle and introspection ----------------------------------------------------------
+    def close(self) -> None:
+        """Stops the zygotes (pending programs get ``infra_error``). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._core.close()
+
+    def __enter__(self) -> PotExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def zygote_pids(self) -> list[int]:
+        """Process ids of the live zygotes (-1 while one is being restarted)."""
+        return list(self._core.zygote_pids())
+
+    @property
+    def respawns(self) -> int:
+        """How many zygotes were restarted after dying."""
+        return self._core.respawns()
+
+    @property
+    def features(self) -> str:
+        """The sandbox features found at start-up, e.g. ``landlock=7 netns=1 uid=0``."""
+        return self._core.features()
