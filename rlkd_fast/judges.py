@@ -1,0 +1,450 @@
+"""Judges: models that score (question, program) pairs without a gold answer.
+
+Every judge has ``score(questions, programs) -> JudgeScores`` (reward [N] fp32 on the CPU plus
+named extras), so the trainer can mix them by coefficient (:class:`MixedJudge`).
+
+- :class:`YoNJudge`: an LLM judge's single-token Yes/No verdict (paper Eq. 2). It runs the model
+  trunk only and turns the last position's hidden state into the reward with the fused
+  ``yon_reward_from_hidden`` kernel, which reads just the Yes/No rows of the LM head (and, for
+  the Yes+No mass, streams the vocabulary once): the full [B, V] logits are never built.
+- :class:`RerankJudge`: a 2-label sequence classifier (ReFT's reranker); reward = softmax[1].
+- :class:`LogLikelihoodScorer`: the paper's "LL" baseline, the judge's average token
+  log-likelihood of the program given the question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from rlkd_fast.kernels.yon_reward import yon_reward, yon_reward_from_hidden
+from rlkd_fast.models import load_causal_lm, load_sequence_classifier, model_device
+from rlkd_fast.prompts import (
+    DEFAULT_JUDGE_TEMPLATE,
+    RERANK_TEMPLATE,
+    count_program_lines,
+    judge_prompt,
+)
+
+# The judge's context for the LL baseline: the judge template's part before the program.
+LL_TEMPLATE = "Question: {question}\nProposed solution:\n{program}"
+
+
+@dataclass
+class JudgeScores:
+    """reward: [N] float32 on the CPU; extras: named [N] tensors (e.g. ``mass``, ``short``)."""
+
+    reward: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Judge:
+    """Scores (question, program) pairs. Subclasses implement :meth:`score`."""
+
+    name = "judge"
+
+    def score(self, questions: Sequence, programs: Sequence[str]) -> JudgeScores:
+        """Score N pairs; ``questions`` are strings or objects with a ``.question`` field
+        (e.g. ``rlkd_fast.data.Problem``)."""
+        raise NotImplementedError
+
+    def __call__(self, questions: Sequence, programs: Sequence[str]) -> JudgeScores:
+        return self.score(questions, programs)
+
+
+class MixedJudge(Judge):
+    """``sum_i coef_i * reward_i`` over judges; each judge's reward and extras are kept in the
+    extras under ``"<name>/reward"`` and ``"<name>/<key>"``."""
+
+    name = "mixed"
+
+    def __init__(self, judges: Sequence[tuple[float, Judge]]):
+        if not judges:
+            raise ValueError("MixedJudge needs at least one (coefficient, judge) pair")
+        names = [j.name for _, j in judges]
+        if len(set(names)) != len(names):
+            raise ValueError(f"judge names must be distinct to keep their extras apart: {names}")
+        self.judges = [(float(c), j) for c, j in judges]
+
+    def score(self, questions: Sequence, programs: Sequence[str]) -> JudgeScores:
+        total = torch.zeros(len(programs), dtype=torch.float32)
+        extras: dict[str, torch.Tensor] = {}
+        for coef, judge in self.judges:
+            if coef == 0:
+                continue
+            s = judge.score(questions, programs)
+            total += coef * s.reward
+            extras[f"{judge.name}/reward"] = s.reward
+            extras.update({f"{judge.name}/{k}": v for k, v in s.extras.items()})
+        return JudgeScores(total, extras)
+
+
+def _question_text(q) -> str:
+    return q if isinstance(q, str) else q.question
+
+
+def _check_pairs(questions: Sequence, programs: Sequence[str]) -> list[str]:
+    if len(questions) != len(programs):
+        raise ValueError(f"{len(questions)} questions but {len(programs)} programs")
+    return [_question_text(q) for q in questions]
+
+
+def _batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices in batches of similar length (longest first, so memory peaks show up early)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def _pad(rows: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B, L] ids, [B, L] mask) padded on ``side``."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        span = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, span] = torch.tensor(r, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def _trunk(model) -> torch.nn.Module | None:
+    """The model without its LM head (``None`` when it has no separate trunk)."""
+    trunk = getattr(model, "base_model", None)
+    return trunk if trunk is not None and trunk is not model else None
+
+
+def _reshapes_logits(model) -> bool:
+    """True for heads that transform logits after the matmul (Gemma's soft-capping, Cohere's
+    scale): the hidden-state kernel cannot reproduce those, so the judge uses logits."""
+    config = model.config
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return bool(getattr(config, "final_logit_softcapping", None)) or (
+        getattr(config, "logit_scale", None) not in (None, 1, 1.0)
+    )
+
+
+def _hidden_states(trunk, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, L, H] last hidden states. Positions count real tokens only, so a left-padded row is
+    scored exactly as it would be alone."""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    try:
+        out = trunk(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+    except TypeError:  # trunks that derive positions from the mask themselves (OPT)
+        out = trunk(input_ids=ids, attention_mask=mask, use_cache=False)
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def resolve_token_ids(tokenizer, words: Sequence[str | int]) -> list[int]:
+    """Token ids that spell ``words``, each with and without a leading space.
+
+    Every spelling must be exactly one token (a leading piece that is only whitespace, as
+    SentencePiece emits for " Yes", is dropped); ints are taken as ids as they are.
+
+    Raises:
+        ValueError: a spelling splits into several tokens (naming the pieces).
+    """
+    ids: list[int] = []
+    for word in words:
+        if isinstance(word, int):
+            if not 0 <= word < len(tokenizer):
+                raise ValueError(f"token id {word} is outside the vocabulary (size "
+                                 f"{len(tokenizer)})")
+            spelled = [word]
+        else:
+            if not word.strip():
+                raise ValueError("judge answer words must not be empty")
+            spelled = [_single_token(tokenizer, v) for v in (word.strip(), " " + word.strip())]
+        ids.extend(i for i in spelled if i not in ids)
+    return ids
+
+
+def _single_token(tokenizer, text: str) -> int:
+    pieces = tokenizer.encode(text, add_special_tokens=False)
+    while len(pieces) > 1 and not tokenizer.decode(pieces[:1]).strip():
+        pieces = pieces[1:]
+    if len(pieces) != 1:
+        shown = tokenizer.convert_ids_to_tokens(pieces)
+        raise ValueError(
+            f"the judge's tokenizer spells {text!r} as {len(pieces)} tokens {shown}; the YoN "
+            "reward reads one next-token logit per answer word, so pick words that are single "
+            "tokens in this vocabulary or pass their token ids"
+        )
+    return int(pieces[0])
+
+
+class YoNJudge(Judge):
+    """An LLM judge's Yes/No reward: s = sigmoid((z_Yes - z_No) / tau), r = s if s >= delta
+    else 0 (paper Eq. 2), read at the last position of the judge prompt.
+
+    Args:
+        model: a causal LM (HF), on its own device if wanted.
+        tokenizer: its tokenizer.
+        template: judge prompt with ``{question}`` and ``{program}``; chat tokenizers get their
+            chat template with thinking disabled (``chat`` forces or skips it).
+        yes, no: answer words (or token ids) per side; each word with and without a leading
+            space; a side's logits combine by logsumexp.
+        tau, delta: temperature and threshold of Eq. 2.
+        min_lines: programs with fewer statement lines get reward 0 without being judged
+            (anti-hacking, App. B.3).
+        batch_size: prompts per forward pass (sorted by length, left padded).
+        max_length: longer prompts keep their last ``max_length`` tokens (the question and the
+            verdict request stay nearest the answer); counted in ``extras["truncated"]``.
+        device: move the model there (default: where it is).
+        with_mass: also return P(Yes) + P(No) (a full-vocabulary log-sum-exp, still fused).
+    """
+
+    name = "yon"
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        template: str = DEFAULT_JUDGE_TEMPLATE,
+        yes: Sequence[str | int] = ("Yes",),
+        no: Sequence[str | int] = ("No",),
+        tau: float = 1.0,
+        delta: float = 0.5,
+        min_lines: int = 0,
+        batch_size: int = 16,
+        max_length: int = 2048,
+        device: str | torch.device | None = None,
+        chat: bool | None = None,
+        with_mass: bool = True,
+    ):
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.model = model.to(device) if device is not None else model
+        self.model.eval()
+        self.tokenizer = tokenizer
+        self.template, self.chat = template, chat
+        self.yes_ids = resolve_token_ids(tokenizer, yes)
+        self.no_ids = resolve_token_ids(tokenizer, no)
+        both = set(self.yes_ids) & set(self.no_ids)
+        if both:
+            raise ValueError(f"token ids {sorted(both)} spell both a Yes and a No word")
+        self.tau, self.delta, self.min_lines = float(tau), float(delta), int(min_lines)
+        self.batch_size, self.max_length, self.with_mass = batch_size, max_length, with_mass
+        self._trunk = None if _reshapes_logits(model) else _trunk(model)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs,
+    ) -> YoNJudge:
+        """Load the judge from a hub id or a local dir (bf16 on GPU, fp32 on CPU)."""
+        model, tokenizer = load_causal_lm(name_or_path, device=device, dtype=dtype)
+        return cls(model, tokenizer, **kwargs)
+
+    def prompts(self, questions: Sequence, programs: Sequence[str]) -> list[str]:
+        """The judge prompts for the pairs (chat template applied where it applies)."""
+        qs = _check_pairs(questions, programs)
+        return [judge_prompt(q, p, self.template, self.tokenizer, self.chat)
+                for q, p in zip(qs, programs)]
+
+    def _encode(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        # A rendered chat template carries its own BOS.
+        chat = self.chat if self.chat is not None else bool(
+            getattr(self.tokenizer, "chat_template", None))
+        ids = self.tokenizer(texts, add_special_tokens=not chat)["input_ids"]
+        truncated = [len(r) > self.max_length for r in ids]
+        return [r[-self.max_length:] for r in ids], truncated
+
+    @torch.no_grad()
+    def score(self, questions: Sequence, programs: Sequence[str]) -> JudgeScores:
+        """Rewards [N] fp32 and extras ``mass`` (P(Yes)+P(No), 0 where not judged), ``short``
+        (below ``min_lines``), ``truncated``; all on the CPU."""
+        n = len(programs)
+        prompts = self.prompts(questions, programs)
+        short = torch.tensor([count_program_lines(p) < self.min_lines for p in programs],
+                             dtype=torch.bool)
+        todo = [i for i in range(n) if not short[i]]
+        ids, truncated = self._encode([prompts[i] for i in todo])
+        reward = torch.zeros(n, dtype=torch.float32)
+        mass = torch.zeros(n, dtype=torch.float32)
+        for batch in _batches([len(r) for r in ids], self.batch_size):
+            r, m = self._score_batch([ids[j] for j in batch])
+            rows = torch.tensor([todo[j] for j in batch])
+            reward[rows] = r
+            if m is not None:
+                mass[rows] = m
+        was_truncated = torch.zeros(n, dtype=torch.bool)
+        was_truncated[torch.tensor(todo, dtype=torch.long)] = torch.tensor(truncated,
+                                                                           dtype=torch.bool)
+        extras = {"short": short, "truncated": was_truncated}
+        if self.with_mass:
+            extras["mass"] = mass
+        return JudgeScores(reward, extras)
+
+    def _score_batch(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        device = model_device(self.model)
+        ids, mask = (t.to(device) for t in _pad(rows, self.tokenizer.pad_token_id, "left"))
+        yes = torch.tensor(self.yes_ids, device=device)
+        no = torch.tensor(self.no_ids, device=device)
+        if self._trunk is None:  # a head the kernel cannot fuse: last-position logits only
+            logits = self.model(input_ids=ids, attention_mask=mask,
+                                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                use_cache=False, logits_to_keep=1).logits[:, -1]
+            r, m = yon_reward(logits, yes, no, tau=self.tau, delta=self.delta)
+        else:
+            hidden = _hidden_states(self._trunk, ids, mask)[:, -1]
+            head = self.model.get_output_embeddings()
+            r, m = yon_reward_from_hidden(
+                hidden, head.weight, yes, no, tau=self.tau, delta=self.delta,
+                bias=getattr(head, "bias", None), with_mass=self.with_mass,
+            )
+        return r.float().cpu(), (m.float().cpu() if m is not None and self.with_mass else None)
+
+
+class RerankJudge(Judge):
+    """A 2-label sequence classifier's probability that the program is right (ReFT reranker).
+
+    Input: ``"Question:\\n{q}\\nAnswer reasoning:\\n{program}"``; reward = softmax(logits)[1].
+    Rows are right padded: the classifier reads the last non-pad token.
+    """
+
+    name = "rerank"
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        template: str = RERANK_TEMPLATE,
+        batch_size: int = 16,
+        max_length: int = 1024,
+        device: str | torch.device | None = None,
+    ):
+        labels = getattr(model.config, "num_labels", None)
+        if labels != 2:
+            raise ValueError(f"the reranker must be a 2-label classifier, got num_labels={labels}")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the reranker's tokenizer needs a pad token")
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        self.model = model.to(device) if device is not None else model
+        self.model.eval()
+        self.tokenizer, self.template = tokenizer, template
+        self.batch_size, self.max_length = batch_size, max_length
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs,
+    ) -> RerankJudge:
+        model, tokenizer = load_sequence_classifier(name_or_path, device=device, dtype=dtype)
+        return cls(model, tokenizer, **kwargs)
+
+    @torch.no_grad()
+    def score(self, questions: Sequence, programs: Sequence[str]) -> JudgeScores:
+        qs = _check_pairs(questions, programs)
+        texts = [self.template.replace("{question}", q).replace("{program}", p)
+                 for q, p in zip(qs, programs)]
+        # Keep the head of the text (the question) and the classifier's last token: cut the
+        # program's tail, where the length comes from.
+        ids = [r[:self.max_length] for r in self.tokenizer(texts)["input_ids"]]
+        reward = torch.zeros(len(texts), dtype=torch.float32)
+        device = model_device(self.model)
+        for batch in _batches([len(r) for r in ids], self.batch_size):
+            x, mask = _pad([ids[j] for j in batch], self.tokenizer.pad_token_id, "right")
+            logits = self.model(input_ids=x.to(device), attention_mask=mask.to(device)).logits
+            reward[torch.tensor(batch)] = logits.float().softmax(-1)[:, 1].cpu()
+        return JudgeScores(reward)
+
+
+class LogLikelihoodScorer(Judge):
+    """The "LL" baseline: the judge model's mean log-probability of the program's tokens,
+    given ``template``'s text before ``{program}`` (default: the judge prompt's opening).
+
+    Log-probabilities are computed from the response positions' hidden states only, in fp32,
+    in chunks of rows, so memory stays at ``chunk x V``. Programs with no tokens score -inf.
+    """
+
+    name = "ll"
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        template: str = LL_TEMPLATE,
+        batch_size: int = 8,
+        max_length: int = 2048,
+        device: str | torch.device | None = None,
+        chunk: int = 256,
+    ):
+        if not template.endswith("{program}"):
+            raise ValueError("the LL template must end with {program} (the scored response)")
+        self.model = model.to(device) if device is not None else model
+        self.model.eval()
+        self.tokenizer, self.template = tokenizer, template
+        self.batch_size, self.max_length, self.chunk = batch_size, max_length, chunk
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs,
+    ) -> LogLikelihoodScorer:
+        model, tokenizer = load_causal_lm(name_or_path, device=device, dtype=dtype)
+        return cls(model, tokenizer, **kwargs)
+
+    def _encode(self, question: str, program: str) -> tuple[list[int], int]:
+        """(context + response ids, number of response ids), cut to ``max_length``."""
+        context = self.template[: -len("{program}")].replace("{question}", question)
+        ctx = self.tokenizer(context)["input_ids"]
+        resp = self.tokenizer(program, add_special_tokens=False)["input_ids"]
+        ids = (ctx + resp)[: self.max_length]
+        return ids, max(0, len(ids) - len(ctx))
+
+    @torch.no_grad()
+    def score(self, questions: Sequence, programs: Sequence[str]) -> JudgeScores:
+        qs = _check_pairs(questions, programs)
+        encoded = [self._encode(q, p) for q, p in zip(qs, programs)]
+        reward = torch.full((len(encoded),), float("-inf"), dtype=torch.float32)
+        for batch in _batches([len(e[0]) for e in encoded], self.batch_size):
+            rows = [encoded[j] for j in batch]
+            reward[torch.tensor(batch)] = self._mean_logprob(rows)
+        return JudgeScores(reward, {"tokens": torch.tensor([e[1] for e in encoded])})
+
+    def _mean_logprob(self, rows: list[tuple[list[int], int]]) -> torch.Tensor:
+        device = model_device(self.model)
+        ids, mask = _pad([r[0] for r in rows], self.tokenizer.pad_token_id, "right")
+        ids, mask = ids.to(device), mask.to(device)
+        # Position t predicts token t + 1: targets are the last n_resp tokens of each row.
+        target = torch.zeros_like(mask, dtype=torch.bool)
+        for i, (r, n_resp) in enumerate(rows):
+            target[i, max(1, len(r) - n_resp):len(r)] = True  # token 0 has no predictor
+        predict = torch.cat([target[:, 1:], torch.zeros_like(target[:, :1])], dim=1)
+        trunk = _trunk(self.model)
+        if trunk is None or _reshapes_logits(self.model):
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            flat = logits[predict].float().log_softmax(-1)
+            token_lp = flat.gather(-1, ids[target][:, None])[:, 0]
+        else:
+            hidden = _hidden_states(trunk, ids, mask)[predict]
+            token_lp = self._token_logprobs(hidden, ids[target])
+        counts = target.sum(1)
+        sums = torch.zeros(len(rows), device=device, dtype=torch.float32)
+        sums.index_add_(0, target.nonzero()[:, 0], token_lp)
+        mean = sums / counts.clamp(min=1)
+        return torch.where(counts > 0, mean, float("-inf")).cpu()
+
+    def _token_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """[M] fp32 log p(target) from [M, H] hidden states, ``chunk`` rows at a time."""
+        head = self.model.get_output_embeddings()
+        out = []
+        for start in range(0, hidden.shape[0], self.chunk):
+            logits = head(hidden[start:start + self.chunk]).float()
+            tgt = targets[start:start + self.chunk, None]
+            out.append(logits.gather(-1, tgt)[:, 0] - logits.logsumexp(-1))
+        return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
