@@ -144,38 +144,50 @@ def _has_token(text: str, token: str) -> bool:
     return re.search(pattern, text.lower()) is not None
 
 
-def _files_for(root: Path, split: str, config: str | None, aliases: tuple[str, ...]) -> list[Path]:
-    """The data files of ``split`` (and ``config``) inside the directory ``root``."""
+@dataclass(frozen=True)
+class _FileMatch:
+    """How a directory's files are picked: by tokens in their relative paths."""
+
+    split: str
+    key: str | None = None  # a config token (``p1``, ``svamp``): preferred where files have it
+    strict: bool = False  # the key was asked for by name: no file with it is an error
+    aliases: tuple[str, ...] = ()  # other tokens that mean ``split``
+
+
+def _files_for(root: Path, match: _FileMatch) -> list[Path]:
+    """The data files of one split (and config) inside the directory ``root``."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in _DATA_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no .jsonl/.json/.parquet files in directory {root}")
     rel = {p: str(p.relative_to(root)) for p in files}
-    if config:
-        by_config = [p for p in files if _has_token(rel[p], config)]
-        files = by_config or files
-    by_split = [p for p in files if any(_has_token(rel[p], s) for s in (split, *aliases))]
+    names = ", ".join(rel.values())
+    if match.key:
+        keyed = [p for p in files if _has_token(rel[p], match.key)]
+        if match.strict and not keyed:
+            raise FileNotFoundError(f"no file for config {match.key!r} in {root} ({names})")
+        files = keyed or files
+    tokens = (match.split, *match.aliases)
+    by_split = [p for p in files if any(_has_token(rel[p], t) for t in tokens)]
     if by_split:
         return by_split
     if len(files) == 1:
         return files
-    names = ", ".join(rel[p] for p in files)
-    raise FileNotFoundError(f"no file for split {split!r} in {root} (found: {names})")
+    raise FileNotFoundError(f"no file for split {match.split!r} in {root} ({names})")
 
 
 def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or source.endswith(_DATA_SUFFIXES)
 
 
-def _read_rows(
-    source: str, split: str, config: str | None, aliases: tuple[str, ...] = ()
-) -> list[dict]:
-    """Rows of ``split`` from a local file/directory or a hub data set; in a directory, files
-    are matched by name tokens: ``split`` or one of ``aliases``, and ``config`` if any match."""
+def _read_rows(source: str, config: str | None, match: _FileMatch) -> list[dict]:
+    """Rows of one split from a local file, a directory (files picked by ``match``) or a hub
+    data set (``config``, ``match.split``)."""
+    split = match.split
     path = Path(source).expanduser()
     if path.is_file():
         return _read_file(path)
     if path.is_dir():
-        return [row for f in _files_for(path, split, config, aliases) for row in _read_file(f)]
+        return [row for f in _files_for(path, match) for row in _read_file(f)]
     if _looks_like_path(source):
         raise FileNotFoundError(f"no such data file or directory: {source}")
     import datasets
@@ -254,9 +266,10 @@ class DatasetSpec:
     """How to find and parse one data set: default hub id/config, split file aliases, parser."""
 
     hub: str | None
-    config: str | None
+    config: str | None  # default config (hub and file names)
     parse: Parser
-    configs: tuple[str, ...] = ()
+    configs: tuple[str, ...] = ()  # the named configs, if the data set has several
+    file_key: str | None = None  # name token of its files in a shared directory (ReFT's data/)
     train_aliases: tuple[str, ...] = ()  # file-name tokens that also mean "train"
 
 
@@ -264,8 +277,8 @@ class DatasetSpec:
 #: (``source`` = a file or ReFT's ``data/`` directory; config picks ``gsm8k``/``svamp`` files).
 DATASETS: dict[str, DatasetSpec] = {
     "gsm8k": DatasetSpec("openai/gsm8k", "main", _gsm8k_row),
-    "reft": DatasetSpec(None, "gsm8k", _reft_row, ("gsm8k", "svamp"), ("python_sdp",)),
-    "svamp": DatasetSpec("ChilleD/SVAMP", "svamp", _reft_row, (), ("python_sdp",)),
+    "reft": DatasetSpec(None, "gsm8k", _reft_row, ("gsm8k", "svamp"), None, ("python_sdp",)),
+    "svamp": DatasetSpec("ChilleD/SVAMP", None, _reft_row, (), "svamp", ("python_sdp",)),
     "gsm_plus": DatasetSpec("qintongli/GSM-Plus", None, _gsm_plus_row),
     "gsm_symbolic": DatasetSpec(
         "apple/GSM-Symbolic", "main", _gsm_symbolic_row, ("main", "p1", "p2")
@@ -333,13 +346,14 @@ def load_split(
     spec = DATASETS[base]
     if config and spec.configs and config not in spec.configs:
         raise ValueError(f"{base}: unknown config {config!r}; known: {', '.join(spec.configs)}")
-    config = config or spec.config
+    asked, config = config, config or spec.config
     if source is None:
         if spec.hub is None:
             raise ValueError(f"{base}: no default source; pass source= (a file or a directory)")
         source = spec.hub
     aliases = spec.train_aliases if split == "train" else ()
-    rows = _read_rows(source, split, config, aliases)
+    match = _FileMatch(split, config or spec.file_key, asked is not None, aliases)
+    rows = _read_rows(source, config, match)
     label = f"{base}:{config}/{split}" if config and spec.configs else f"{base}/{split}"
     problems, bad, dropped = [], [], 0
     for i, row in enumerate(rows):

@@ -114,7 +114,12 @@ def test_hub_id_goes_through_load_dataset_and_the_same_parser(monkeypatch):
     )
     load_split("gsm_symbolic", config="p2")
     load_split("gsm8k_aug", split="train")
-    assert calls[-2:] == [("apple/GSM-Symbolic", "p2", "test"), ("whynlp/gsm8k-aug", None, "train")]
+    load_split("svamp")
+    assert calls[-3:] == [
+        ("apple/GSM-Symbolic", "p2", "test"),
+        ("whynlp/gsm8k-aug", None, "train"),
+        ("ChilleD/SVAMP", None, "test"),
+    ]
 
 
 def test_hub_failure_is_a_clear_error(monkeypatch):
@@ -235,6 +240,9 @@ def test_gsm_symbolic_configs(tmp_path):
         assert got[1].id == "gsm_symbolic:p1/test/1/7"
     assert [p.answer for p in load_split("gsm_symbolic", str(tmp_path))] == [3.0, 4.0, 5.0]
     assert len(load_split("gsm_symbolic:p2", str(tmp_path))) == 1
+    (tmp_path / "p2" / "test-00000-of-00001.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match="no file for config 'p2'"):
+        load_split("gsm_symbolic:p2", str(tmp_path))  # never silently the main config
 
 
 def test_gsm8k_aug_is_question_only_and_fraction_subsets_are_deterministic(tmp_path):
