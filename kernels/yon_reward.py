@@ -189,12 +189,30 @@ def _as_ids(name: str, ids: IdsLike, vocab: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
 
 
+_checked_ids: dict[tuple, tuple[tuple, tuple]] = {}
+
+
 def _check_ids(yes_ids: IdsLike, no_ids: IdsLike, vocab: int) -> tuple[tuple, tuple]:
+    """(yes, no) as validated tuples. Ids given as Python ints (alone, in a list or a tuple) are
+    checked once and cached, since a judge passes the same few ids on every call."""
+    key = (_int_key(yes_ids), _int_key(no_ids), vocab)
+    if key in _checked_ids:
+        return _checked_ids[key]
     yes, no = _as_ids("yes_ids", yes_ids, vocab), _as_ids("no_ids", no_ids, vocab)
     both = set(yes) & set(no)
     if both:
         raise ValueError(f"yes_ids and no_ids must be disjoint; both hold {sorted(both)}")
+    if None not in key:
+        _checked_ids[key] = (yes, no)
     return yes, no
+
+
+def _int_key(ids) -> tuple | None:
+    """``ids`` as a tuple if it is an int or a list/tuple of exact ints, else None."""
+    items = (ids,) if type(ids) is int else ids
+    if isinstance(items, list | tuple) and all(type(v) is int for v in items):
+        return tuple(items)
+    return None
 
 
 def _check_hyper(tau: float, delta: float) -> None:
@@ -451,6 +469,8 @@ def yon_reward(
     logits = logits.detach()
     if resolve_backend(backend, logits) == "torch":
         return _yon_reward_torch(logits, yes, no, float(tau), float(delta), with_mass)
+    if not torch.compiler.is_compiling():  # eager: skip the custom op's dispatch overhead
+        return _yon_reward_triton(logits, yes, no, float(tau), float(delta), bool(with_mass))
     reward, mass = _yon_reward_op(logits, list(yes), list(no), float(tau), float(delta),
                                   bool(with_mass))
     return reward, (mass if with_mass else None)
@@ -506,6 +526,8 @@ def yon_reward_from_hidden(
     if resolve_backend(backend, hidden) == "torch":
         z = _id_logits_torch(hidden, weight, bias, list(yes + no))
         reward = _score_torch(z[:, :len(yes)], z[:, len(yes):], float(tau), float(delta))
+    elif not torch.compiler.is_compiling():
+        reward, z = _yon_hidden_triton(hidden, weight, bias, yes, no, float(tau), float(delta))
     else:
         reward, z = _yon_hidden_op(hidden, weight, bias, list(yes), list(no), float(tau),
                                    float(delta))
