@@ -24,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "DATASETS",
+    "SYNTHETIC_SIZES",
     "SYNTHETIC_SPLITS",
     "Problem",
     "Split",
@@ -94,8 +95,6 @@ def parse_answer(value: Any) -> float | None:
     text = value.rsplit("####", 1)[-1] if "####" in value else value
     text = re.sub(r"(?<=\d),(?=\d{3}(\D|$))", "", text.strip())  # thousands separators
     text = text.replace("$", "").replace("€", "").replace("£", "").strip().rstrip(".%").strip()
-    if text.startswith("+"):
-        text = text[1:]
     if _NUMBER.fullmatch(text):
         return float(text)
     num, slash, den = text.partition("/")

@@ -4,7 +4,8 @@ Formats follow ReFT (see ``PAPER_NOTES.md``):
 
 - student prompt: ``"Question:\\n{question}\\nAnswer reasoning:\\n"``, optionally primed with the
   program header ``def solution():\\n    \"\"\"{question}\"\"\"\\n`` so the model writes the body;
-- a program is cut at its first blank line before it runs;
+- a generated program is cut at the first blank line after its header before it runs, and its
+  statement lines are counted for the anti-hacking mask (:func:`count_program_lines`);
 - the judge sees the (question, program) pair through a configurable template.
 """
 
