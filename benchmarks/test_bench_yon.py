@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks._harness import Table, bench, copy_bandwidth, device, on_gpu, peak_memory_mb
+from rlkd_fast.kernels import yon_reward as yon_module
 from rlkd_fast.kernels.yon_reward import yon_reward, yon_reward_from_hidden
 
 ROWS, VOCAB, WIDTH = (64, 151936, 4096) if on_gpu() else (2, 1000, 32)
@@ -92,9 +93,28 @@ def test_bench_yon_from_logits():
          lambda: yon_reward(logits, YES, NO, TAU, DELTA, with_mass=False))
     n = _add(table, "yon_logits", size, "ours (with mass)",
              lambda: yon_reward(logits, YES, NO, TAU, DELTA), nbytes, note="target <= 10 us")
+    if on_gpu():
+        _sweep_plan(table, size, logits, nbytes)
     table.report(baseline_impl="eager+softmax mass")
     if n is not None:  # the design's point: the whole row reduction is one launch
         assert n <= 1, f"yon_reward took {n} device launches"
+
+
+def _sweep_plan(table, size, logits, nbytes):
+    """Time other tile widths / grid sizes than the defaults, to tune them on the GPU at hand."""
+    defaults = yon_module._MAX_BLOCK, yon_module._TARGET_PROGRAMS
+    try:
+        for block in (2048, 4096, 8192):
+            for target in (512, 1024, 2048, 4096):
+                if (block, target) == defaults:
+                    continue
+                yon_module._MAX_BLOCK, yon_module._TARGET_PROGRAMS = block, target
+                plan = yon_module._plan(*logits.shape)
+                table.add(op="yon_logits", size=size, impl=f"ours b={block} t={target}",
+                          ms=bench(lambda: yon_reward(logits, YES, NO, TAU, DELTA)),
+                          bytes_moved=nbytes, note=f"(block, tiles/prog, splits)={plan}")
+    finally:
+        yon_module._MAX_BLOCK, yon_module._TARGET_PROGRAMS = defaults
 
 
 def test_bench_yon_from_hidden():
