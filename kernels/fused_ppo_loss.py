@@ -1,0 +1,388 @@
+"""Clipped PPO / GRPO loss straight from the logits, with the logits' gradient in the same pass.
+
+Per valid token (``mask != 0``), with ``logp = log_softmax(logits / T)[id]`` and
+``ratio = exp(logp - old_logprobs)``:
+
+    pg      = max(-A * ratio, -A * clamp(ratio, 1 - clip, 1 + clip_high))
+              (dual clip, A < 0: pg = min(pg, -A * dual_clip))
+    kl      = logp - ref                               (k1)
+            = exp(ref - logp) - (ref - logp) - 1       (k3)
+    entropy = -sum_v p_v log p_v
+    loss_t  = pg + kl_coef * kl - entropy_coef * entropy
+
+reduced by ``"token-mean"`` (mean over all valid tokens) or ``"seq-mean-token-mean"`` (mean over
+each sequence's valid tokens, then over the sequences that have any; ReFT's). Sequences with no
+valid token contribute nothing, and an all-masked batch gives a loss of 0.
+
+The kernel reads each vocabulary row twice: pass 1 computes the online max / sum-exp (and the
+entropy sum), pass 2 re-reads the row, last chunk first while it is still in L2, and writes the
+gradient ``dL/dlogp * (onehot - p) + entropy term``. Backward then only scales that stored
+gradient by the incoming scalar (skipped on the device when it is 1). Rows whose tokens are all
+masked are not read at all: their gradient is written as zeros.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import HAS_TRITON, as_mask, check_tensor
+from .token_logprobs import (
+    LN2,
+    LOG2E,
+    check_ids_in_vocab,
+    check_logits_ids,
+    check_temperature,
+    launch_rows,
+    pick_backend,
+    rows_view,
+    scale_,
+)
+
+REDUCTIONS = ("seq-mean-token-mean", "token-mean")
+KL_ESTIMATORS = ("k3", "k1")
+STAT_NAMES = ("policy_loss", "kl", "entropy", "clip_frac", "approx_kl")
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    from .token_logprobs import (
+        _gather_logit,
+        _online_softmax,
+        _row_offsets,
+        _write_grad,
+        _write_zeros,
+        tuned,
+    )
+
+    _LN2 = tl.constexpr(LN2)
+
+    @triton.jit
+    def _fused_ppo_fwd_kernel(
+        logits_ptr, grad_ptr,            # [B,T,V] (strides sb, st, 1), [B*T, V] contiguous
+        ids_ptr, old_ptr, adv_ptr, ref_ptr, w_ptr,  # [N] each ([B] for per-sequence advantages)
+        logp_ptr, stats_ptr,             # [N] f32, [5, N] f32
+        N, T, V, stride_b, stride_t, k, inv_temp,
+        clip_lo, clip_hi, dual_clip, kl_coef, ent_coef,
+        ADV_PER_SEQ: tl.constexpr, HAS_REF: tl.constexpr, KL_K3: tl.constexpr,
+        HAS_DUAL: tl.constexpr, WRITE_GRAD: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
+    ):
+        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        row_ok = rows < N
+        dst = rows.to(tl.int64) * V
+        w = tl.load(w_ptr + rows, mask=row_ok, other=0.0)  # reduction weight, 0 where masked
+        valid = w != 0
+        if tl.max(valid.to(tl.int32), 0) == 0:
+            if WRITE_GRAD:
+                _write_zeros(grad_ptr, dst, row_ok, V, BLOCK_R, BLOCK_V)
+            zero = tl.zeros([BLOCK_R], tl.float32)
+            tl.store(logp_ptr + rows, zero, mask=row_ok)
+            for j in tl.static_range(5):
+                tl.store(stats_ptr + j * N + rows, zero, mask=row_ok)
+        else:
+            src = _row_offsets(rows, T, stride_b, stride_t)
+            ids = tl.load(ids_ptr + rows, mask=row_ok, other=0).to(tl.int64)
+            m, s, t = _online_softmax(logits_ptr, src, row_ok, V, k, BLOCK_R, BLOCK_V)
+            lse2 = m * k + tl.log2(s)
+            x_id = _gather_logit(logits_ptr, src, ids, row_ok, V)
+            logp = tl.where(valid, (x_id * k - lse2) * _LN2, 0.0)
+            ent = tl.where(valid, (tl.log2(s) - t / s) * _LN2, 0.0)
+
+            old = tl.load(old_ptr + rows, mask=row_ok, other=0.0)
+            adv_idx = rows // T if ADV_PER_SEQ else rows
+            adv = tl.load(adv_ptr + adv_idx, mask=row_ok, other=0.0)
+            ratio = tl.exp(logp - old)
+            pg1 = -adv * ratio
+            pg2 = -adv * tl.minimum(tl.maximum(ratio, clip_lo), clip_hi)
+            clipped = pg2 > pg1
+            pg = tl.where(clipped, pg2, pg1)
+            if HAS_DUAL:
+                cap = -adv * dual_clip
+                dual = (adv < 0) & (pg > cap)
+                pg = tl.where(dual, cap, pg)
+                clipped = clipped | dual
+            dpg = tl.where(clipped, 0.0, pg1)  # d(-A ratio)/dlogp = -A ratio; 0 once clipped
+
+            if HAS_REF:
+                ref = tl.load(ref_ptr + rows, mask=row_ok, other=0.0)
+                d = ref - logp
+                if KL_K3:
+                    ed = tl.exp(d)
+                    kl = ed - d - 1.0
+                    dkl = 1.0 - ed
+                else:
+                    kl = -d
+                    dkl = tl.full([BLOCK_R], 1.0, tl.float32)
+            else:
+                kl = tl.zeros([BLOCK_R], tl.float32)
+                dkl = tl.zeros([BLOCK_R], tl.float32)
+
+            # grad_x = a * onehot - p * (c0 + bx * x), see _write_grad; the entropy term is
+            # dH/dz = -p (log p + H), z = x / T
+            if WRITE_GRAD:
+                a = w * (dpg + kl_coef * dkl) * inv_temp
+                e = w * ent_coef * inv_temp
+                c0 = a + e * (lse2 * _LN2 - ent)
+                _write_grad(logits_ptr, grad_ptr, src, dst, ids, row_ok, V, k, lse2, a, c0,
+                            -e * inv_temp, BLOCK_R, BLOCK_V)
+
+            tl.store(logp_ptr + rows, logp, mask=row_ok)
+            tl.store(stats_ptr + rows, tl.where(valid, pg, 0.0), mask=row_ok)
+            tl.store(stats_ptr + N + rows, tl.where(valid, kl, 0.0), mask=row_ok)
+            tl.store(stats_ptr + 2 * N + rows, ent, mask=row_ok)
+            tl.store(stats_ptr + 3 * N + rows, (valid & clipped).to(tl.float32), mask=row_ok)
+            dlp = logp - old
+            tl.store(stats_ptr + 4 * N + rows, tl.where(valid, 0.5 * dlp * dlp, 0.0),
+                     mask=row_ok)
+
+    _fused_tuned = tuned(_fused_ppo_fwd_kernel)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registered op and its autograd
+# ----------------------------------------------------------------------------------------------
+@torch.library.custom_op("rlkd_fast::fused_ppo_loss", mutates_args=())
+def _fused_op(
+    logits: torch.Tensor, ids: torch.Tensor, old_logprobs: torch.Tensor,
+    advantages: torch.Tensor, weights: torch.Tensor, token_weights: torch.Tensor,
+    ref_logprobs: torch.Tensor | None, clip_low: float, clip_high: float, dual_clip: float,
+    kl_coef: float, kl_k3: bool, entropy_coef: float, temperature: float, check_ids: bool,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (loss [] f32, stats [5] f32 (STAT_NAMES), logp [B,T] f32, grad [B,T,V] logits' dtype
+    (empty [0] unless ``need_grad``: then pass 2 is skipped)).
+
+    ``weights`` [B,T] f32 are the reduction's per-token weights (0 where masked),
+    ``token_weights`` those of a token mean (for clip_frac and approx_kl).
+    """
+    if check_ids:
+        check_ids_in_vocab(ids, logits.shape[-1], where=weights)
+    x, T, sb, st = rows_view(logits)
+    B, V = x.shape[0], x.shape[2]
+    N = B * T
+    grad = torch.empty((B, T, V) if need_grad else (0,), dtype=x.dtype, device=x.device)
+    logp = torch.empty((B, T), dtype=torch.float32, device=x.device)
+    per_token = torch.empty((5, N), dtype=torch.float32, device=x.device)
+    f32 = lambda t: t.float().contiguous()
+    ref = f32(ref_logprobs) if ref_logprobs is not None else logp  # dummy pointer when absent
+    launch_rows(
+        _fused_ppo_fwd_kernel, _fused_tuned, N, V,
+        x, grad, ids.contiguous(), f32(old_logprobs), f32(advantages), ref, f32(weights),
+        logp, per_token, N, T, V, sb, st, LOG2E / temperature, 1.0 / temperature,
+        clip_low, clip_high, dual_clip, kl_coef, entropy_coef,
+        ADV_PER_SEQ=advantages.dim() == 1, HAS_REF=ref_logprobs is not None, KL_K3=kl_k3,
+        HAS_DUAL=dual_clip > 0, WRITE_GRAD=need_grad,
+    )
+    stats = torch.cat([per_token[:3] @ weights.reshape(N).float(),
+                       per_token[3:] @ token_weights.reshape(N).float()])
+    loss = stats[0] + kl_coef * stats[1] - entropy_coef * stats[2]
+    return loss, stats, logp, grad
+
+
+@_fused_op.register_fake
+def _(logits, ids, old_logprobs, advantages, weights, token_weights, ref_logprobs, clip_low,
+      clip_high, dual_clip, kl_coef, kl_k3, entropy_coef, temperature, check_ids, need_grad):
+    f32 = dict(dtype=torch.float32, device=logits.device)
+    grad_shape = logits.shape if need_grad else (0,)
+    return (torch.empty((), **f32), torch.empty(5, **f32), torch.empty(ids.shape, **f32),
+            torch.empty(grad_shape, dtype=logits.dtype, device=logits.device))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[3])
+
+
+def _backward(ctx, grad_loss, *_unused):
+    (grad,) = ctx.saved_tensors
+    if torch.compiler.is_compiling():  # traced graph: stay functional
+        grad = grad * grad_loss.to(grad.dtype)
+    else:  # the stored gradient is ours alone: scale it in place, no copy and no host sync
+        scale_(grad, grad_loss.detach())
+    return (grad,) + (None,) * 15
+
+
+_fused_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public functions
+# ----------------------------------------------------------------------------------------------
+def loss_weights(mask: torch.Tensor, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token weights [B,T] f32 of the reduction and of a plain token mean over ``mask``."""
+    n_tok = mask.sum().clamp(min=1)
+    token_mean = mask / n_tok
+    if reduction == "token-mean":
+        return token_mean, token_mean
+    per_seq = mask.sum(-1, keepdim=True)
+    n_seq = (per_seq > 0).sum().clamp(min=1)
+    return mask / per_seq.clamp(min=1) / n_seq, token_mean
+
+
+def _check_args(logits, ids, old_logprobs, advantages, mask, ref_logprobs, kl_coef,
+                kl_estimator, clip, clip_high, dual_clip, entropy_coef, temperature, reduction):
+    check_logits_ids(logits, ids, ndims=3)
+    B, T = ids.shape
+    for name, t in (("old_logprobs", old_logprobs), ("mask", mask), ("ref_logprobs", ref_logprobs)):
+        if t is None:
+            continue
+        check_tensor(name, t, dtypes=None)
+        if tuple(t.shape) != (B, T):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {(B, T)} (ids' shape)")
+        if t.device != logits.device:
+            raise ValueError(f"{name} is on {t.device}, logits on {logits.device}")
+    for name, t in (("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs)):
+        if t is not None and not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+    check_tensor("advantages", advantages, ndim=(1, 2))
+    if tuple(advantages.shape) not in ((B, T), (B,)):
+        raise ValueError(f"advantages have shape {tuple(advantages.shape)}, expected {(B, T)} "
+                         f"(per token) or {(B,)} (per sequence)")
+    if advantages.device != logits.device:
+        raise ValueError(f"advantages are on {advantages.device}, logits on {logits.device}")
+    check_temperature(temperature)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
+    if clip < 0 or (clip_high is not None and clip_high < 0):
+        raise ValueError(f"clip and clip_high must be >= 0, got {clip} and {clip_high}")
+    if dual_clip is not None and dual_clip <= 1:
+        raise ValueError(f"dual_clip must be > 1 (a cap of dual_clip * |A|), got {dual_clip}")
+    if kl_coef < 0 or entropy_coef < 0:
+        raise ValueError(f"kl_coef and entropy_coef must be >= 0, got {kl_coef}, {entropy_coef}")
+    if kl_coef != 0 and ref_logprobs is None:
+        raise ValueError("kl_coef != 0 needs ref_logprobs")
+
+
+def fused_ppo_loss(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor | None,
+    ref_logprobs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+    clip: float = 0.2,
+    clip_high: float | None = None,
+    dual_clip: float | None = None,
+    entropy_coef: float = 0.0,
+    temperature: float = 1.0,
+    reduction: str = "seq-mean-token-mean",
+    check_ids: bool = True,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped PPO/GRPO policy loss (+ KL to a reference, + entropy bonus) from the logits.
+
+    Args:
+        logits: [B, T, V] fp32/fp16/bf16 (fp64 runs the reference); the position t row scores
+            ``ids[:, t]``. Views with a unit vocab stride (``logits[:, :-1]``) are read in place.
+        ids: [B, T] int32/int64 sampled tokens, in [0, V) wherever ``mask`` is set.
+        old_logprobs: [B, T] float, log-probs of ``ids`` under the sampling policy.
+        advantages: [B, T] per token (PPO) or [B] per sequence (GRPO), float.
+        mask: [B, T] bool/int/float (nonzero = valid token) or None (all valid).
+        ref_logprobs: [B, T] float reference-model log-probs, or None (needed if kl_coef != 0).
+        kl_coef: weight of the KL-to-reference term; kl_estimator: "k3" or "k1".
+        clip, clip_high: the ratio is clipped to [1 - clip, 1 + clip_high]; clip_high defaults
+            to clip. dual_clip: > 1, caps the loss of negative-advantage tokens at
+            ``-dual_clip * A``; None for none.
+        entropy_coef: weight of the entropy bonus (subtracted from the loss).
+        temperature: > 0; the logits are divided by it.
+        reduction: "seq-mean-token-mean" (ReFT's) or "token-mean".
+        check_ids: verify the ids at valid positions (one device-to-host sync).
+        backend: "auto" | "triton" | "torch".
+
+    Returns:
+        ``(loss, stats)``: loss a 0-d float32 tensor, differentiable with respect to ``logits``
+        only; stats a dict of detached float32 tensors: ``policy_loss``, ``kl``, ``entropy``
+        (each reduced like the loss), ``clip_frac`` and ``approx_kl`` (0.5 (logp - old)^2), both
+        means over valid tokens, and ``logprobs`` [B, T] (0 at masked positions).
+    """
+    _check_args(logits, ids, old_logprobs, advantages, mask, ref_logprobs, kl_coef, kl_estimator,
+                clip, clip_high, dual_clip, entropy_coef, temperature, reduction)
+    hi = clip if clip_high is None else clip_high
+    if pick_backend(backend, logits) == "torch":
+        if check_ids:
+            check_ids_in_vocab(ids, logits.shape[-1], where=as_mask(mask, ids))
+        return fused_ppo_loss_reference(
+            logits, ids, old_logprobs, advantages, mask, ref_logprobs, kl_coef, kl_estimator,
+            clip, hi, dual_clip, entropy_coef, temperature, reduction)
+    weights, token_weights = loss_weights(as_mask(mask, ids), reduction)
+    loss, stats, logp, _ = _fused_op(
+        logits, ids, old_logprobs, advantages, weights, token_weights, ref_logprobs,
+        1.0 - float(clip), 1.0 + float(hi), float(dual_clip or 0.0), float(kl_coef),
+        kl_estimator == "k3", float(entropy_coef), float(temperature), bool(check_ids),
+        logits.requires_grad and torch.is_grad_enabled())
+    out = {name: stats[i].detach() for i, name in enumerate(STAT_NAMES)}
+    out["logprobs"] = logp.detach()
+    return loss, out
+
+
+def fused_ppo_loss_reference(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor | None,
+    ref_logprobs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+    clip: float = 0.2,
+    clip_high: float | None = None,
+    dual_clip: float | None = None,
+    entropy_coef: float = 0.0,
+    temperature: float = 1.0,
+    reduction: str = "seq-mean-token-mean",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Plain PyTorch (fp32, fp64 for fp64 logits; materialises [B,T,V]); same contract as
+    ``fused_ppo_loss``, differentiable by autograd."""
+    dt = torch.promote_types(logits.dtype, torch.float32)
+    z = logits.to(dt) / temperature
+    logp_all = torch.log_softmax(z, dim=-1)
+    m = as_mask(mask, ids).to(dt)
+    valid = m != 0
+    safe_ids = torch.where(valid, ids.long(), 0)  # ids at masked positions may be anything
+    logp = logp_all.gather(-1, safe_ids.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    old = old_logprobs.to(dt)
+    adv = advantages.to(dt)
+    adv = adv[:, None].expand_as(logp) if adv.dim() == 1 else adv
+    hi = clip if clip_high is None else clip_high
+
+    ratio = torch.exp(logp - old)
+    pg1 = -adv * ratio
+    pg2 = -adv * ratio.clamp(1 - clip, 1 + hi)
+    pg = torch.maximum(pg1, pg2)
+    clipped = pg2 > pg1
+    if dual_clip is not None:
+        cap = -adv * dual_clip
+        dual = (adv < 0) & (pg > cap)
+        pg = torch.where(dual, cap, pg)
+        clipped = clipped | dual
+    if ref_logprobs is None:
+        kl = torch.zeros_like(logp)
+    else:
+        d = ref_logprobs.to(dt) - logp
+        kl = torch.exp(d) - d - 1 if kl_estimator == "k3" else -d
+    per_token = pg + kl_coef * kl - entropy_coef * entropy
+
+    def reduce(x: torch.Tensor) -> torch.Tensor:
+        x = torch.where(valid, x, 0)  # masked positions may hold inf/NaN; drop, don't multiply
+        if reduction == "token-mean":
+            return x.sum() / m.sum().clamp(min=1)
+        n = m.sum(-1)
+        return (x.sum(-1) / n.clamp(min=1)).sum() / (n > 0).sum().clamp(min=1)
+
+    def token_mean(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(valid, x, 0).sum() / m.sum().clamp(min=1)
+
+    stats = {
+        "policy_loss": reduce(pg), "kl": reduce(kl), "entropy": reduce(entropy),
+        "clip_frac": token_mean(clipped.to(dt)),
+        "approx_kl": token_mean(0.5 * (logp - old) ** 2),
+    }
+    stats = {k: v.detach().to(torch.float32 if dt != torch.float64 else dt)
+             for k, v in stats.items()}
+    stats["logprobs"] = torch.where(valid, logp, 0).detach()
+    return reduce(per_token), stats

@@ -1,0 +1,200 @@
+"""fused_ppo_loss: Triton (interpreter) and torch paths against autograd of a float64 reference."""
+
+import pytest
+import torch
+
+from rlkd_fast.kernels.fused_ppo_loss import fused_ppo_loss, fused_ppo_loss_reference
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+GRAD_RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+STATS = ("policy_loss", "kl", "entropy", "clip_frac", "approx_kl", "logprobs")
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    """Every tensor from torch.empty starts as NaN (floats) or 7 (ints): unwritten outputs show."""
+    real_empty = torch.empty
+
+    def empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        return t.fill_(float("nan") if t.is_floating_point() else 7)
+
+    monkeypatch.setattr(torch, "empty", empty)
+
+
+def make_inputs(B, T, V, dtype, per_seq=False, with_ref=True, temperature=1.0, hole_rate=0.3):
+    """Random inputs whose old/ref log-probs sit near the current ones, so ratios straddle the
+    clip range; the mask has holes and row 0 fully masked when B > 1."""
+    logits = (torch.randn(B, T, V) * 2).to(dtype)
+    ids = torch.randint(0, V, (B, T))
+    logp = torch.log_softmax(logits.double() / temperature, -1).gather(-1, ids[..., None])[..., 0]
+    old = (logp + 0.4 * torch.randn(B, T)).float()
+    ref = (logp + 0.4 * torch.randn(B, T)).float() if with_ref else None
+    adv = torch.randn(B) if per_seq else torch.randn(B, T)
+    mask = torch.rand(B, T) > hole_rate
+    if B > 1:
+        mask[0] = False
+    mask[-1, 0] = True  # at least one valid token
+    return logits, ids, old, adv, mask, ref
+
+
+def run_both(logits, ids, old, adv, mask, ref, backend="triton", grad_scale=1.0, **kw):
+    """(loss, stats, grad) from fused_ppo_loss and from autograd of the float64 reference."""
+    x = logits.clone().requires_grad_()
+    loss, stats = fused_ppo_loss(x, ids, old, adv, mask, ref_logprobs=ref, backend=backend, **kw)
+    (grad_scale * loss).backward()
+    x64 = logits.detach().double().requires_grad_()
+    ref64 = ref.double() if ref is not None else None
+    loss64, stats64 = fused_ppo_loss_reference(x64, ids, old.double(), adv.double(), mask,
+                                               ref64, **kw)
+    (grad_scale * loss64).backward()
+    return (loss, stats, x.grad), (loss64, stats64, x64.grad)
+
+
+def check(ours, ref, dtype):
+    (loss, stats, grad), (loss64, stats64, grad64) = ours, ref
+    assert loss.dtype == torch.float32 and loss.shape == ()
+    torch.testing.assert_close(loss.double(), loss64, rtol=1e-5, atol=1e-6)
+    for name in STATS:
+        assert stats[name].dtype == torch.float32 and not stats[name].requires_grad
+        torch.testing.assert_close(stats[name].double(), stats64[name], rtol=1e-5, atol=2e-6,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    assert grad.dtype == dtype and grad.shape == grad64.shape
+    torch.testing.assert_close(grad.double(), grad64, rtol=GRAD_RTOL[dtype], atol=1e-7)
+
+
+CONFIGS = [
+    dict(),
+    dict(kl_coef=0.1, entropy_coef=0.01, temperature=0.7, reduction="token-mean"),
+    dict(kl_coef=0.2, kl_estimator="k1", clip=0.1, clip_high=0.28, dual_clip=3.0),
+    dict(kl_coef=0.05, entropy_coef=0.1, dual_clip=2.0, temperature=1.3),
+]
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", range(len(CONFIGS)))
+def test_matches_float64_reference(poison, backend, dtype, cfg):
+    kw = CONFIGS[cfg]
+    per_seq = cfg % 2 == 1  # GRPO-style [B] advantages on every other config
+    B, T, V = [(4, 6, 300), (3, 5, 513), (2, 7, 1000), (5, 3, 129)][cfg]
+    inputs = make_inputs(B, T, V, dtype, per_seq=per_seq, temperature=kw.get("temperature", 1))
+    ours, ref = run_both(*inputs, backend=backend, **kw)
+    check(ours, ref, dtype)
+    assert ours[1]["clip_frac"] > 0  # the inputs do exercise the clipped branch
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 7), (1, 4, 33), (5, 1, 300)])
+def test_odd_shapes(poison, shape):
+    inputs = make_inputs(*shape, torch.float32, hole_rate=0.0)
+    check(*run_both(*inputs, kl_coef=0.1, entropy_coef=0.05), torch.float32)
+
+
+def test_upstream_gradient_scales_the_stored_gradient():
+    inputs = make_inputs(3, 4, 200, torch.bfloat16)
+    check(*run_both(*inputs, grad_scale=-2.5, kl_coef=0.1), torch.bfloat16)
+
+
+def test_all_masked_batch_gives_zero_loss_and_zero_grad(poison):
+    logits, ids, old, adv, _, ref = make_inputs(3, 4, 100, torch.bfloat16)
+    ids[1, 2] = -100  # an ignore-index style id at a masked position is fine
+    x = logits.requires_grad_()
+    loss, stats = fused_ppo_loss(x, ids, old, adv, torch.zeros(3, 4), ref, kl_coef=0.1)
+    loss.backward()
+    assert loss.item() == 0 and all(float(stats[k].abs().sum()) == 0 for k in STATS)
+    assert torch.equal(x.grad, torch.zeros_like(x.grad))
+
+
+def test_ids_outside_vocab_at_masked_positions_are_ignored(poison):
+    logits, ids, old, adv, mask, ref = make_inputs(3, 5, 120, torch.float32)
+    ids[~mask] = -100
+    ours, ref64 = run_both(logits, ids, old, adv, mask, ref, kl_coef=0.1)
+    check(ours, ref64, torch.float32)
+
+
+def test_no_grad_skips_the_gradient_pass():
+    logits, ids, old, adv, mask, ref = make_inputs(3, 5, 250, torch.float32)
+    with torch.no_grad():
+        loss, stats = fused_ppo_loss(logits, ids, old, adv, mask, ref, kl_coef=0.1)
+        loss64, stats64 = fused_ppo_loss_reference(logits.double(), ids, old.double(),
+                                                   adv.double(), mask, ref.double(), kl_coef=0.1)
+    torch.testing.assert_close(loss.double(), loss64, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stats["entropy"].double(), stats64["entropy"], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_sliced_logits_and_no_mask():
+    full = (torch.randn(2, 6, 301) * 2).bfloat16().requires_grad_()
+    ids = torch.randint(0, 301, (2, 5))
+    old = torch.randn(2, 5) - 5.0
+    adv = torch.randn(2)
+    loss, _ = fused_ppo_loss(full[:, :-1], ids, old, adv, None, clip=0.2)
+    loss.backward()
+    x64 = full.detach().double().requires_grad_()
+    fused_ppo_loss_reference(x64[:, :-1], ids, old.double(), adv.double(), None)[0].backward()
+    torch.testing.assert_close(full.grad.double(), x64.grad, rtol=GRAD_RTOL[torch.bfloat16],
+                               atol=1e-7)
+
+
+def test_real_vocab_size():
+    inputs = make_inputs(2, 2, 50000, torch.bfloat16, per_seq=True, hole_rate=0.0)
+    check(*run_both(*inputs, kl_coef=0.04, entropy_coef=0.01), torch.bfloat16)
+
+
+def test_torch_compile_fullgraph():
+    def step(logits, ids, old, adv, mask, ref):
+        loss, stats = fused_ppo_loss(logits, ids, old, adv, mask, ref, kl_coef=0.1,
+                                     entropy_coef=0.01)
+        return 3.0 * loss, stats["clip_frac"]
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    logits, ids, old, adv, mask, ref = make_inputs(3, 4, 90, torch.float32)
+    x = logits.clone().requires_grad_()
+    loss, clip_frac = compiled(x, ids, old, adv, mask, ref)
+    loss.backward()
+    x64 = logits.double().requires_grad_()
+    loss64, stats64 = fused_ppo_loss_reference(x64, ids, old.double(), adv.double(), mask,
+                                               ref.double(), kl_coef=0.1, entropy_coef=0.01)
+    (3.0 * loss64).backward()
+    torch.testing.assert_close(loss.double(), 3.0 * loss64, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(clip_frac.double(), stats64["clip_frac"])
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_clear_errors(backend):
+    logits, ids, old, adv, mask, ref = make_inputs(2, 3, 10, torch.float32)
+    f = lambda **kw: fused_ppo_loss(**{**dict(logits=logits, ids=ids, old_logprobs=old,
+                                              advantages=adv, mask=mask, ref_logprobs=ref,
+                                              backend=backend), **kw})
+    bad = ids.clone()
+    bad[1, 0] = 10
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        f(ids=bad, mask=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="old_logprobs has shape"):
+        f(old_logprobs=old[:, :2])
+    with pytest.raises(ValueError, match="advantages have shape"):
+        f(advantages=adv[:, :1])
+    with pytest.raises(ValueError, match="mask has shape"):
+        f(mask=mask[:1])
+    with pytest.raises(TypeError, match="floating"):
+        f(old_logprobs=old.long())
+    with pytest.raises(ValueError, match="empty batch"):
+        f(logits=logits[:0], ids=ids[:0], old_logprobs=old[:0], advantages=adv[:0],
+          mask=mask[:0], ref_logprobs=ref[:0])
+    with pytest.raises(ValueError, match="temperature"):
+        f(temperature=0.0)
+    with pytest.raises(ValueError, match="clip"):
+        f(clip=-0.1)
+    with pytest.raises(ValueError, match="clip"):
+        f(clip_high=-0.1)
+    with pytest.raises(ValueError, match="dual_clip"):
+        f(dual_clip=0.5)
+    with pytest.raises(ValueError, match="needs ref_logprobs"):
+        f(ref_logprobs=None, kl_coef=0.1)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        f(kl_estimator="k2")
+    with pytest.raises(ValueError, match="reduction"):
+        f(reduction="sum")
+    with pytest.raises(ValueError, match="3 dims"):
+        f(logits=logits[0], ids=ids[0])
