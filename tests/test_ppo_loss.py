@@ -1,0 +1,217 @@
+"""ppo_loss: Triton (interpreter) and torch paths against the float64 reference and its autograd."""
+
+import pytest
+import torch
+
+from rlkd_fast.kernels.gae import gae
+from rlkd_fast.kernels.ppo_loss import (
+    STAT_NAMES,
+    _ppo_fwd_triton,
+    ppo_loss,
+    ppo_loss_reference,
+)
+
+REDUCTIONS = ["seq-mean-token-mean", "token-mean"]
+
+
+def make(b=6, t=23, dtype=torch.float32, spread=0.3, poison=True):
+    """Random PPO inputs with a holey mask, an all-masked row, a row with one valid token and
+    NaN under the mask."""
+    mask = torch.rand(b, t) > 0.3
+    mask[0, t // 2:] = False
+    if b > 2:
+        mask[1] = False
+        mask[2] = False
+        mask[2, t // 3] = True
+    x = dict(
+        logprobs=(torch.randn(b, t) * 0.5 - 1).to(dtype),
+        old_logprobs=torch.randn(b, t) * spread - 1,
+        advantages=torch.randn(b, t),
+        mask=mask,
+        values=torch.randn(b, t).to(dtype),
+        old_values=torch.randn(b, t),
+        returns=torch.randn(b, t),
+    )
+    x["old_logprobs"] += x["logprobs"].float()  # log-ratios of about +-spread
+    x["old_values"] = x["values"].float() + 0.3 * x["old_values"]
+    if poison:
+        for k in ("logprobs", "old_logprobs", "advantages", "values", "old_values", "returns"):
+            x[k][~mask] = float("nan")
+    return x
+
+
+def reference(x, **kw):
+    """Loss, stats and gradients of the float64 reference on the same (rounded) inputs."""
+    lp = x["logprobs"].double().requires_grad_()
+    v = None if x.get("values") is None else x["values"].double().requires_grad_()
+    d = {k: (None if x.get(k) is None else x[k].double())
+         for k in ("old_logprobs", "advantages", "old_values", "returns")}
+    loss, stats = ppo_loss_reference(lp, d["old_logprobs"], d["advantages"], x["mask"], v,
+                                     d["old_values"], d["returns"], **kw)
+    loss.backward()
+    return loss.detach(), stats, lp.grad, None if v is None else v.grad
+
+
+def run(x, backend, grad_scale=1.0, **kw):
+    lp = x["logprobs"].clone().requires_grad_()
+    v = None if x.get("values") is None else x["values"].clone().requires_grad_()
+    loss, stats = ppo_loss(lp, x["old_logprobs"], x["advantages"], x["mask"], v,
+                           x.get("old_values"), x.get("returns"), backend=backend, **kw)
+    (loss * grad_scale).backward()
+    return loss.detach(), stats, lp.grad, None if v is None else v.grad
+
+
+def check(got, want, dtype=torch.float32, grad_scale=1.0):
+    loss, stats, glp, gv = got
+    rloss, rstats, rglp, rgv = want
+    assert loss.dtype == torch.float32 and loss.dim() == 0
+    torch.testing.assert_close(loss.double(), rloss, rtol=1e-5, atol=1e-6)
+    assert set(stats) == set(STAT_NAMES)
+    for k in STAT_NAMES:
+        assert stats[k].dtype == torch.float32 and not stats[k].requires_grad, k
+        torch.testing.assert_close(stats[k].double(), rstats[k], rtol=1e-5, atol=1e-6, msg=k)
+    tol = dict(rtol=2e-5, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-5)
+    assert glp.dtype == dtype and torch.isfinite(glp).all()
+    torch.testing.assert_close(glp.double(), rglp * grad_scale, **tol)
+    if rgv is not None:
+        assert gv.dtype == dtype and torch.isfinite(gv).all()
+        torch.testing.assert_close(gv.double(), rgv * grad_scale, **tol)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_matches_reference(backend, dtype, reduction):
+    x = make(dtype=dtype)
+    kw = dict(clip=0.2, value_clip=0.2, vf_coef=0.5, reduction=reduction)
+    check(run(x, backend, **kw), reference(x, **kw), dtype)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_dual_clip_and_grad_scale(backend):
+    x = make(spread=1.5)  # large ratios so the dual clip bites
+    kw = dict(clip=0.1, dual_clip=1.5, vf_coef=2.0)
+    got = run(x, backend, grad_scale=-3.0, **kw)
+    assert got[1]["dual_clip_frac"] > 0 and got[1]["clip_frac"] > 0
+    check(got, reference(x, **kw), grad_scale=-3.0)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_policy_only_and_unclipped_value(backend):
+    x = make()
+    policy_only = {k: v for k, v in x.items() if k not in ("values", "old_values", "returns")}
+    got = run(policy_only, backend)
+    assert got[1]["value_loss"] == 0 and got[3] is None
+    check(got, reference(policy_only))
+    unclipped = {k: v for k, v in x.items() if k != "old_values"}
+    got = run(unclipped, backend, vf_coef=1.0)
+    assert got[1]["value_clip_frac"] == 0
+    check(got, reference(unclipped, vf_coef=1.0))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_empty_rows_contribute_nothing(reduction):
+    """Dropping the rows without valid tokens changes nothing; an all-masked batch gives 0."""
+    x = make(poison=False)
+    keep = x["mask"].any(1)
+    assert not keep.all()
+    full = ppo_loss(**x, reduction=reduction)
+    kept = ppo_loss(**{k: v[keep] for k, v in x.items()}, reduction=reduction)
+    torch.testing.assert_close(full[0], kept[0])
+    for k in STAT_NAMES:
+        torch.testing.assert_close(full[1][k], kept[1][k])
+
+    x["mask"] = torch.zeros_like(x["mask"])
+    for backend in ("triton", "torch"):
+        loss, stats, glp, gv = run(x, backend, reduction=reduction)
+        assert loss == 0 and all(s == 0 for s in stats.values())
+        assert (glp == 0).all() and (gv == 0).all()
+
+
+@pytest.mark.parametrize("block", [(2, 8), (1, 4), (8, 32)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_several_blocks_and_programs(block, reduction):
+    """Rows split over programs and over blocks: partial sums and per-row counts still add up."""
+    x = make(b=7, t=29, poison=True)
+    want = reference(x, vf_coef=0.3, reduction=reduction)
+    loss, stats, glp, gv = _ppo_fwd_triton(
+        *(x[k] for k in ("logprobs", "old_logprobs", "advantages", "mask", "values",
+                         "old_values", "returns")),
+        0.2, 0.2, 0.3, None, reduction != "token-mean", True, block=block)
+    torch.testing.assert_close(loss.double(), want[0], rtol=1e-5, atol=1e-6)
+    for i, k in enumerate(STAT_NAMES):
+        torch.testing.assert_close(stats[i].double(), want[1][k], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close((glp * stats[-1]).double(), want[2], rtol=2e-5, atol=1e-7)
+    torch.testing.assert_close((gv * stats[-1]).double(), want[3], rtol=2e-5, atol=1e-7)
+
+
+def test_mixed_dtypes_float_mask_and_strides():
+    x = make(poison=False)
+    x["old_logprobs"] = x["old_logprobs"].half()
+    x["advantages"] = x["advantages"].t().contiguous().t()  # column-major view
+    x["returns"] = torch.cat([x["returns"], x["returns"]], 1)[:, 5:5 + x["returns"].shape[1]]
+    want = reference(x)
+    x["mask"] = x["mask"].float()
+    check(run(x, "triton"), want)
+
+
+def test_backward_twice_and_no_grad():
+    x = make()
+    lp = x["logprobs"].clone().requires_grad_()
+    loss, _ = ppo_loss(lp, x["old_logprobs"], x["advantages"], x["mask"])
+    loss.backward(retain_graph=True)
+    first = lp.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(lp.grad, 2 * first)
+    with torch.no_grad():
+        loss2, _ = ppo_loss(lp, x["old_logprobs"], x["advantages"], x["mask"])
+    assert not loss2.requires_grad
+    torch.testing.assert_close(loss2, loss.detach())
+
+
+def test_compile_fullgraph_gae_then_loss():
+    """GAE + loss + backward under torch.compile(fullgraph=True) match eager (aot_eager backend:
+    same graph and fake kernels as inductor, without its ~30 s C++ build on this CPU)."""
+    x = make(b=4, t=9, poison=False)
+    rewards = torch.randn(4, 9)
+
+    def step(lp, v):
+        adv, ret = gae(rewards, v, x["mask"], gamma=1.0, lam=0.95, whiten=True)
+        loss, stats = ppo_loss(lp, x["old_logprobs"], adv, x["mask"], v, x["old_values"], ret)
+        return loss + 0 * stats["clip_frac"]
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    grads = []
+    for fn in (compiled, step):
+        lp = x["logprobs"].clone().requires_grad_()
+        v = x["values"].clone().requires_grad_()
+        loss = fn(lp, v)
+        loss.backward()
+        grads.append((loss.detach(), lp.grad, v.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_errors():
+    x = make(b=2, t=5, poison=False)
+    lp, olp, adv, m = x["logprobs"], x["old_logprobs"], x["advantages"], x["mask"]
+    with pytest.raises(ValueError, match="clip"):
+        ppo_loss(lp, olp, adv, m, clip=-0.1)
+    with pytest.raises(ValueError, match="value_clip"):
+        ppo_loss(lp, olp, adv, m, x["values"], x["old_values"], x["returns"], value_clip=-1)
+    with pytest.raises(ValueError, match="dual_clip"):
+        ppo_loss(lp, olp, adv, m, dual_clip=1.0)
+    with pytest.raises(ValueError, match="reduction"):
+        ppo_loss(lp, olp, adv, m, reduction="sum")
+    with pytest.raises(ValueError, match="returns"):
+        ppo_loss(lp, olp, adv, m, values=x["values"])
+    with pytest.raises(ValueError, match="old_values"):
+        ppo_loss(lp, olp, adv, m, old_values=x["old_values"])
+    with pytest.raises(ValueError, match="shape"):
+        ppo_loss(lp, olp[:, :4], adv, m)
+    with pytest.raises(TypeError, match="dtype"):
+        ppo_loss(lp, olp, adv.long(), m)
+    with pytest.raises(ValueError, match="empty"):
+        ppo_loss(lp[:0], olp[:0], adv[:0], m[:0])
+    with pytest.raises(ValueError, match="on meta"):
+        ppo_loss(lp, olp.to("meta"), adv, m)
