@@ -15,7 +15,7 @@ N = 3000
 
 @pytest.fixture(scope="module")
 def problems():
-    return [synthetic_problem(i, seed=s) for s in (0, 7) for i in range(N // 2)]
+    return [synthetic_problem(i % 13, seed=i) for i in range(N)]
 
 
 def run(program: str) -> float:
@@ -82,14 +82,24 @@ def test_variety_same_skeleton_with_other_numbers_and_words(problems):
     # one wording appears with many different numbers, and the shapes are many
     shapes = Counter(skeleton(p.question) for p in problems)
     assert len(shapes) > len(problems) / 3
+    by_shape: dict[str, set] = {}
+    for p in problems:
+        by_shape.setdefault(skeleton(p.question), set()).add(p.answer)
+    repeated = [answers for shape, answers in by_shape.items() if shapes[shape] > 1]
+    assert len(repeated) > 50
+    assert sum(len(a) > 1 for a in repeated) > 0.9 * len(repeated)  # the numbers decide
     first_words = Counter(p.question.split()[0] for p in problems)
     assert len(first_words) >= 20  # names and scenes vary
 
 
 def test_max_steps_bounds_the_operations():
-    for i in range(200):
-        p = synthetic_problem(i, max_steps=1)
-        assert operations(p.program) == 1 and run(p.program) == p.answer
+    for max_steps in (1, 2, 3):
+        steps = Counter()
+        for i in range(150):
+            p = synthetic_problem(i, max_steps=max_steps)
+            assert run(p.program) == p.answer
+            steps[operations(p.program)] += 1
+        assert set(steps) == set(range(1, max_steps + 1))
     with pytest.raises(ValueError, match="max_steps"):
         synthetic_problem(0, max_steps=5)
 
