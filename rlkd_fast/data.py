@@ -213,51 +213,65 @@ def _field(row: dict, key: str, name: str, index: int) -> Any:
     return row[key]
 
 
+def _question(row: dict, key: str, name: str, index: int) -> str | None:
+    """The question text, or None (a skipped row) when it is empty or not text."""
+    q = _field(row, key, name, index)
+    return q if isinstance(q, str) and q.strip() else None
+
+
 _NO_ANSWER = object()  # a row removed on purpose (not a parse failure)
 Parser = Callable[[dict, str, int], "Problem | object | None"]
 
 
 def _gsm8k_row(row: dict, name: str, i: int) -> Problem | None:
     answer = parse_answer(_field(row, "answer", name, i))
-    q = _field(row, "question", name, i)
-    return None if answer is None else Problem(str(row.get("id", f"{name}/{i}")), q, answer)
+    q = _question(row, "question", name, i)
+    if answer is None or q is None:
+        return None
+    return Problem(str(row.get("id", f"{name}/{i}")), q, answer)
 
 
 def _reft_row(row: dict, name: str, i: int) -> Problem | None:
     if "item_id" not in row and "Body" in row:  # SVAMP in its original schema (hub)
         return _svamp_hub_row(row, name, i)
-    q = _field(row, "question", name, i)
+    q = _question(row, "question", name, i)
     answer = parse_answer(_field(row, "answer_value", name, i))
+    if answer is None or q is None:
+        return None
     cot = row.get("answer_cot")
     program = cot if isinstance(cot, str) and cot.lstrip().startswith("def ") else None
-    item = str(row.get("item_id", f"{name}/{i}"))
-    return None if answer is None else Problem(item, q, answer, program)
+    return Problem(str(row.get("item_id", f"{name}/{i}")), q, answer, program)
 
 
 def _svamp_hub_row(row: dict, name: str, i: int) -> Problem | None:
-    body = str(_field(row, "Body", name, i)).strip()
-    q = f"{body} {str(_field(row, 'Question', name, i)).strip()}".strip()
+    body, ask = _question(row, "Body", name, i), _question(row, "Question", name, i)
     answer = parse_answer(_field(row, "Answer", name, i))
-    return None if answer is None else Problem(str(row.get("ID", f"{name}/{i}")), q, answer)
+    if answer is None or ask is None:
+        return None
+    q = f"{body.strip()} {ask.strip()}" if body else ask.strip()
+    return Problem(str(row.get("ID", f"{name}/{i}")), q, answer)
 
 
 def _gsm_plus_row(row: dict, name: str, i: int) -> Problem | object | None:
     raw = _field(row, "answer", name, i)
     if isinstance(raw, str) and raw.strip() == "None":
         return _NO_ANSWER
-    return _gsm8k_row({**row, "answer": raw}, name, i)
+    return _gsm8k_row(row, name, i)
 
 
 def _gsm_symbolic_row(row: dict, name: str, i: int) -> Problem | None:
     answer = parse_answer(_field(row, "answer", name, i))
-    q = _field(row, "question", name, i)
+    q = _question(row, "question", name, i)
+    if answer is None or q is None:
+        return None
     ident = f"{name}/{row['id']}/{row.get('instance', 0)}" if "id" in row else f"{name}/{i}"
-    return None if answer is None else Problem(ident, q, answer)
+    return Problem(ident, q, answer)
 
 
-def _question_only_row(row: dict, name: str, i: int) -> Problem:
+def _question_only_row(row: dict, name: str, i: int) -> Problem | None:
+    q = _question(row, "question", name, i)
     ident = row.get("id", row.get("item_id", f"{name}/{i}"))
-    return Problem(str(ident), _field(row, "question", name, i))
+    return None if q is None else Problem(str(ident), q)
 
 
 @dataclass(frozen=True)
@@ -366,7 +380,7 @@ def load_split(
     if bad:
         warnings.warn(
             f"{name} ({source}, {split}): skipped {len(bad)} of {len(rows)} rows whose answer "
-            f"could not be parsed (first: row {bad[0]})",
+            f"is not a number or whose question is empty (first: row {bad[0]})",
             stacklevel=2,
         )
     return Split(_subset(problems, fraction, seed), name, source, len(bad), dropped)

@@ -33,6 +33,7 @@ GSM8K = [
     {"question": "Half of 7?", "answer": "7/2=3.5\n#### 3.5"},
     {"question": "Broken row.", "answer": "no final answer here"},
     {"question": "Debt?", "answer": "#### -12"},
+    {"question": "  ", "answer": "#### 5"},
 ]
 
 
@@ -74,11 +75,11 @@ def test_parse_answer(text, expected):
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_gsm8k_file_skips_unparseable_rows_and_reports_them(tmp_path, suffix):
     path = write(tmp_path / f"test{suffix}", GSM8K)
-    with pytest.warns(UserWarning, match=r"skipped 1 of 5 rows.*row 3"):
+    with pytest.warns(UserWarning, match=r"skipped 2 of 6 rows.*row 3"):
         got = load_split("gsm8k", str(path))
-    assert got.skipped == 1 and got.dropped == 0
+    assert got.skipped == 2 and got.dropped == 0
     assert [p.answer for p in got] == [7.0, 13734.0, 3.5, -12.0]
-    assert [p.question for p in got] == [r["question"] for i, r in enumerate(GSM8K) if i != 3]
+    assert [p.question for p in got] == [r["question"] for r in GSM8K[:3] + GSM8K[4:5]]
     assert all(isinstance(p, Problem) and p.program is None for p in got)
     assert len({p.id for p in got}) == 4
 
@@ -86,7 +87,7 @@ def test_gsm8k_file_skips_unparseable_rows_and_reports_them(tmp_path, suffix):
 def test_directory_picks_the_split_file_and_concatenates_shards(tmp_path):
     write(tmp_path / "main" / "train-00000-of-00001.parquet", GSM8K[:1])
     write(tmp_path / "main" / "test-00000-of-00002.parquet", GSM8K[1:3])
-    write(tmp_path / "main" / "test-00001-of-00002.parquet", GSM8K[4:])
+    write(tmp_path / "main" / "test-00001-of-00002.parquet", GSM8K[4:5])
     test = load_split("gsm8k", str(tmp_path), split="test")
     assert [p.answer for p in test] == [13734.0, 3.5, -12.0] and test.skipped == 0
     train = load_split("gsm8k", str(tmp_path), split="train")
@@ -105,7 +106,7 @@ def test_hub_id_goes_through_load_dataset_and_the_same_parser(monkeypatch):
     import datasets
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    with pytest.warns(UserWarning, match="skipped 1"):
+    with pytest.warns(UserWarning, match="skipped 2"):
         got = load_split("gsm8k")
     assert calls == [("openai/gsm8k", "main", "test")]
     assert [p.answer for p in got] == [7.0, 13734.0, 3.5, -12.0]
