@@ -156,8 +156,6 @@ def _fused_op(
     ``weights`` [B,T] f32 are the reduction's per-token weights (0 where masked),
     ``token_weights`` those of a token mean (for clip_frac and approx_kl).
     """
-    if check_ids:
-        check_ids_in_vocab(ids, logits.shape[-1], where=weights)
     x, T, sb, st = rows_view(logits)
     B, V = x.shape[0], x.shape[2]
     N = B * T
@@ -174,6 +172,8 @@ def _fused_op(
         ADV_PER_SEQ=advantages.dim() == 1, HAS_REF=ref_logprobs is not None, KL_K3=kl_k3,
         HAS_DUAL=dual_clip > 0, WRITE_GRAD=need_grad,
     )
+    if check_ids:  # after the launch (the kernel never reads out of bounds): the sync overlaps it
+        check_ids_in_vocab(ids, V, where=weights)
     stats = torch.cat([per_token[:3] @ weights.reshape(N).float(),
                        per_token[3:] @ token_weights.reshape(N).float()])
     loss = stats[0] + kl_coef * stats[1] - entropy_coef * stats[2]
