@@ -111,6 +111,13 @@ def _pad(rows: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, t
     return ids, mask
 
 
+def _token_ids(tokenizer, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids per text (an empty list for no texts, which HF tokenizers reject)."""
+    if not texts:
+        return []
+    return tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
+
+
 def _trunk(model) -> torch.nn.Module | None:
     """The model without its LM head (``None`` when it has no separate trunk)."""
     trunk = getattr(model, "base_model", None)
@@ -252,7 +259,7 @@ class YoNJudge(Judge):
         # A rendered chat template carries its own BOS.
         chat = self.chat if self.chat is not None else bool(
             getattr(self.tokenizer, "chat_template", None))
-        ids = self.tokenizer(texts, add_special_tokens=not chat)["input_ids"]
+        ids = _token_ids(self.tokenizer, texts, add_special_tokens=not chat)
         truncated = [len(r) > self.max_length for r in ids]
         return [r[-self.max_length:] for r in ids], truncated
 
@@ -350,7 +357,7 @@ class RerankJudge(Judge):
                  for q, p in zip(qs, programs)]
         # Keep the head of the text (the question) and the classifier's last token: cut the
         # program's tail, where the length comes from.
-        ids = [r[:self.max_length] for r in self.tokenizer(texts)["input_ids"]]
+        ids = [r[:self.max_length] for r in _token_ids(self.tokenizer, texts)]
         reward = torch.zeros(len(texts), dtype=torch.float32)
         device = model_device(self.model)
         for batch in _batches([len(r) for r in ids], self.batch_size):
@@ -414,7 +421,8 @@ class LogLikelihoodScorer(Judge):
         for batch in _batches([len(e[0]) for e in encoded], self.batch_size):
             rows = [encoded[j] for j in batch]
             reward[torch.tensor(batch)] = self._mean_logprob(rows)
-        return JudgeScores(reward, {"tokens": torch.tensor([e[1] for e in encoded])})
+        tokens = torch.tensor([e[1] for e in encoded], dtype=torch.long)
+        return JudgeScores(reward, {"tokens": tokens})
 
     def _mean_logprob(self, rows: list[tuple[list[int], int]]) -> torch.Tensor:
         device = model_device(self.model)

@@ -169,6 +169,9 @@ def test_min_lines_and_truncation(judge):
     assert torch.equal(a.reward[short], torch.zeros(2))
     torch.testing.assert_close(a.reward[~short], b.reward[~short], atol=1e-6, rtol=0)
     assert b.extras["truncated"].any() and not b.extras["truncated"].all()
+    none_judged = guarded.score(QUESTIONS[1:2], PROGRAMS[1:2])  # nothing left to run
+    assert none_judged.reward.tolist() == [0.0] and none_judged.extras["short"].all()
+    assert guarded.score([], []).reward.shape == (0,)
 
 
 def test_questions_may_be_problems(judge):
