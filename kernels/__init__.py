@@ -1,4 +1,39 @@
 """rlkd_fast.kernels: fused Triton kernels for the RL hot spots, each with a PyTorch reference.
 
-Depends on torch and triton only, so other RL codebases can take just these ops.
+Depends on torch and triton only, so other RL codebases can take just these ops::
+
+    from rlkd_fast.kernels import gae, ppo_loss, token_logprobs, fused_ppo_loss, yon_reward
+
+Every op takes ``backend="auto" | "triton" | "torch"``: ``auto`` runs Triton on CUDA tensors (and
+on CPU tensors under ``TRITON_INTERPRET=1``), the reference otherwise.
 """
+
+from .fused_ppo_loss import fused_ppo_loss, fused_ppo_loss_reference
+from .gae import gae, gae_reference, masked_whiten
+from .grpo import grpo_advantages, grpo_advantages_reference
+from .ppo_loss import ppo_loss, ppo_loss_reference
+from .token_logprobs import token_logprobs, token_logprobs_reference
+from .yon_reward import (
+    yon_reward,
+    yon_reward_from_hidden,
+    yon_reward_from_hidden_reference,
+    yon_reward_reference,
+)
+
+__all__ = [
+    "fused_ppo_loss",
+    "fused_ppo_loss_reference",
+    "gae",
+    "gae_reference",
+    "grpo_advantages",
+    "grpo_advantages_reference",
+    "masked_whiten",
+    "ppo_loss",
+    "ppo_loss_reference",
+    "token_logprobs",
+    "token_logprobs_reference",
+    "yon_reward",
+    "yon_reward_from_hidden",
+    "yon_reward_from_hidden_reference",
+    "yon_reward_reference",
+]
