@@ -140,7 +140,11 @@ def test_bench_yon_from_hidden():
          note="target <= 10 us")
     _add(table, "yon_hidden", size, "ours + exact mass",
          lambda: yon_reward_from_hidden(hidden, weight, YES, NO, TAU, DELTA, with_mass=True),
-         head_bytes, note="streams the head")
+         head_bytes, note="fused GEMM + online lse")
+    _add(table, "yon_hidden", size, "torch backend + mass",
+         lambda: yon_reward_from_hidden(hidden, weight, YES, NO, TAU, DELTA, with_mass=True,
+                                        backend="torch"),
+         head_bytes, note="chunked matmuls")
     table.report(baseline_impl="eager 2-row head")
 
 

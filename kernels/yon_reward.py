@@ -19,8 +19,9 @@ Two entry points:
   resets the ticket (the ticket buffer is cached per device and stream and stays zeroed).
 - :func:`yon_reward_from_hidden` from the judge's last hidden state ``[B, H]`` and its lm_head
   ``[V, H]``: gathers only the few head rows of the ids (a ``[B,H] x [H,k]`` product in fp32), so
-  a judge never computes full-vocab logits. ``with_mass=True`` adds the exact mass by streaming
-  the head in chunks with an online logsumexp (never a ``[B, V]`` tensor).
+  a judge never computes full-vocab logits (one launch). ``with_mass=True`` adds the exact mass:
+  a fused GEMM + online-logsumexp kernel streams the head once in tiles and keeps only per-tile
+  (max, sum) partials, never a ``[B, V]`` tensor (the torch backend streams chunks of rows).
 
 Neither is differentiable: the reward is a constant for the policy's loss, so the inputs are
 detached and the outputs carry no gradient.
@@ -38,6 +39,7 @@ from ._common import (
     check_nonempty,
     check_range,
     check_tensor,
+    interpreting,
     next_pow2,
     resolve_backend,
     tl,
@@ -48,7 +50,8 @@ IdsLike = int | Sequence[int] | torch.Tensor
 
 _MAX_BLOCK = 4096  # logits per tile: 8 KB of bf16, 16 per thread at 8 warps
 _TARGET_PROGRAMS = 1024  # ~8 programs per SM on an H100/H200: enough bytes in flight
-_HEAD_CHUNK = 4096  # lm_head rows per streamed chunk for the exact mass from hidden
+_HEAD_CHUNK = 4096  # lm_head rows per streamed chunk for the exact mass from hidden (torch)
+_DOT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # weights the fused mass takes
 
 
 # ----------------------------------------------------------------------------- Triton kernels
@@ -158,6 +161,45 @@ if HAS_TRITON:
         g = tl.where(k_ok, g, float("-inf"))
         tl.store(reward_ptr + row, _yon_score(g, k < n_yes, inv_tau, delta))
         tl.store(z_ptr + row * n_ids + k, g, mask=k_ok)
+
+
+    @triton.jit
+    def _head_lse_kernel(
+        h_ptr, h_stride, w_ptr, w_stride, bias_ptr,
+        B, V, H,
+        part_m_ptr, part_l_ptr, n_vt,
+        HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):
+        """Grid (cdiv(B, BLOCK_B), cdiv(V, BLOCK_V)). Logits of a [BLOCK_B, BLOCK_V] tile as
+        hidden @ W_tile.T (fp32 accumulation), reduced at once to each row's partial
+        (max, sum of exp) at [row, tile]: the logits never reach memory. Row tiles vary fastest,
+        so programs that share a tile of W run together and read it from HBM once."""
+        rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+        vt = tl.program_id(1)
+        rv = vt * BLOCK_V + tl.arange(0, BLOCK_V)
+        rk = tl.arange(0, BLOCK_K)
+        b_ok = rb < B
+        v_ok = rv < V
+        h_ptrs = h_ptr + rb.to(tl.int64)[:, None] * h_stride + rk[None, :]
+        w_ptrs = w_ptr + rv.to(tl.int64)[None, :] * w_stride + rk[:, None]  # [BLOCK_K, BLOCK_V]
+        acc = tl.zeros([BLOCK_B, BLOCK_V], dtype=tl.float32)
+        for k0 in tl.range(0, H, BLOCK_K, num_stages=3):
+            k_ok = k0 + rk < H
+            w = tl.load(w_ptrs + k0, mask=k_ok[:, None] & v_ok[None, :], other=0.0)
+            h = tl.load(h_ptrs + k0, mask=b_ok[:, None] & k_ok[None, :], other=0.0)
+            if DOT_FP32:  # the CPU interpreter's bf16 dot is wrong
+                acc = tl.dot(h.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(h.to(w.dtype), w, acc, input_precision=PRECISION)
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rv, mask=v_ok, other=0.0).to(tl.float32)[None, :]
+        acc = tl.where(v_ok[None, :], acc, float("-inf"))
+        m = tl.max(acc, 1)
+        shift = tl.where(m == float("-inf"), 0.0, m)
+        lsum = tl.sum(tl.exp(acc - shift[:, None]), 1)
+        tl.store(part_m_ptr + rb * n_vt + vt, m, mask=b_ok)
+        tl.store(part_l_ptr + rb * n_vt + vt, lsum, mask=b_ok)
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -351,7 +393,8 @@ def _head_logsumexp(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     """logsumexp over V of ``hidden @ W.T + bias`` as (max, sum of exp(logit - max)), [B] fp32
     each, streaming W in chunks of rows: the largest temporary is [B, _HEAD_CHUNK] fp32."""
     rows = hidden.shape[0]
-    fast = hidden.is_cuda and hidden.dtype in (torch.float16, torch.bfloat16)
+    fast = (hidden.is_cuda and hidden.dtype in (torch.float16, torch.bfloat16)
+            and weight.dtype == hidden.dtype)
     h32 = hidden if fast else hidden.float()
     m = torch.full((rows,), float("-inf"), device=hidden.device)
     total = torch.zeros(rows, device=hidden.device)
@@ -366,6 +409,34 @@ def _head_logsumexp(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         total = total * (m - shift).exp() + (z - shift[:, None]).exp().sum(-1)
         m = m_new
     return torch.where(m == float("-inf"), 0.0, m), total
+
+
+def _head_lse_triton(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """As :func:`_head_logsumexp` in one fused GEMM + online-logsumexp launch (plus a tiny merge
+    of the per-tile partials). Hidden is cast to the weight's dtype (as the lm_head would);
+    fp32 weights use exact fp32 products, not TF32."""
+    if hidden.stride(1) != 1:
+        hidden = hidden.contiguous()
+    if weight.stride(1) != 1:
+        weight = weight.contiguous()
+    (rows, width), vocab = hidden.shape, weight.shape[0]
+    block_b, block_v, block_k = min(64, max(16, next_pow2(rows))), 128, 64
+    n_vt = triton.cdiv(vocab, block_v)
+    parts = torch.empty(2, rows, n_vt, dtype=torch.float32, device=hidden.device)
+    _head_lse_kernel[(triton.cdiv(rows, block_b), n_vt)](
+        hidden, hidden.stride(0), weight, weight.stride(0),
+        bias if bias is not None else parts, rows, vocab, width,
+        parts[0], parts[1], n_vt,
+        HAS_BIAS=bias is not None,
+        PRECISION="ieee" if weight.dtype == torch.float32 else "tf32",
+        DOT_FP32=interpreting(),
+        BLOCK_B=block_b, BLOCK_V=block_v, BLOCK_K=block_k,
+        num_warps=4,
+    )
+    part_m, part_l = parts
+    m = part_m.amax(-1)
+    shift = torch.where(m == float("-inf"), 0.0, m)
+    return shift, (part_l * (part_m - shift[:, None]).exp()).sum(-1)
 
 
 def _id_logits_torch(hidden, weight, bias, ids: list[int]) -> torch.Tensor:
@@ -495,9 +566,9 @@ def yon_reward_from_hidden(
         lm_head_weight: [V, H] float, the judge's output embedding (same device).
         yes_ids, no_ids, tau, delta: as in :func:`yon_reward`.
         bias: optional [V] lm_head bias.
-        with_mass: also compute the exact yes+no softmax mass, streaming the whole head in
-            chunks of rows with an online logsumexp (reads V*H weights; never a [B, V] tensor).
-        backend: "auto" | "triton" | "torch" (the mass stream is PyTorch on both).
+        with_mass: also compute the exact yes+no softmax mass, streaming the whole head once
+            with an online logsumexp (reads V*H weights; never a [B, V] tensor).
+        backend: "auto" | "triton" | "torch".
 
     Returns:
         reward [B] fp32, and mass [B] fp32 or None. The id logits are accumulated in fp32 from
@@ -533,5 +604,6 @@ def yon_reward_from_hidden(
                                    float(delta))
     if not with_mass:
         return reward, None
-    m, total = _head_logsumexp(hidden, weight, bias)
+    fused = z.dtype == torch.float32 and weight.dtype in _DOT_DTYPES  # the Triton backend
+    m, total = (_head_lse_triton if fused else _head_logsumexp)(hidden, weight, bias)
     return reward, (z.float() - m[:, None]).exp().sum(-1) / total

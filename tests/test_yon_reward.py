@@ -187,6 +187,17 @@ def test_from_hidden_equals_full_logits(backend, with_bias, poisoned):
     assert none is None and torch.equal(only, reward)
 
 
+def test_from_hidden_many_rows(poisoned):
+    # 70 rows: two 64-row tiles in the fused mass GEMM; V=300 ends inside a 128-wide tile
+    h, w = torch.randn(70, 40), torch.randn(300, 40) * 0.5
+    h[3] = 0.0  # every logit 0: two ids a side give s = 0.5 (kept at delta 0.5), mass 4/300
+    got = yon_reward_from_hidden(h, w, [5, 6], [7, 299], tau=0.9, with_mass=True,
+                                 backend="triton")
+    ref = yon_reward_from_hidden_reference(h, w, [5, 6], [7, 299], tau=0.9)
+    _check(got, ref, atol=2e-6, rtol=2e-5)
+    assert got[0][3] == 0.5 and abs(got[1][3] - 4 / 300) < 1e-7
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_from_hidden_half_inputs(backend, dtype, poisoned):
