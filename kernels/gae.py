@@ -346,4 +346,6 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None =
     if resolve_backend(backend, rewards) == "torch":
         adv, ret = gae_reference(rewards, values, mask, gamma, lam, whiten)
         return adv.float(), ret.float()
-    return _gae_op(rewards, values, mask, float(gamma), float(lam), bool(whiten))
+    # eager calls skip the custom-op dispatcher (its Python overhead rivals the kernels' time)
+    launch = _gae_op if torch.compiler.is_compiling() else _gae_triton
+    return launch(rewards, values, mask, float(gamma), float(lam), bool(whiten))

@@ -116,4 +116,5 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6,
     rewards = rewards.detach()
     if resolve_backend(backend, rewards) == "torch":
         return grpo_advantages_reference(rewards, group_size, eps, scale).float()
-    return _grpo_op(rewards, group_size, float(eps), bool(scale))
+    launch = _grpo_op if torch.compiler.is_compiling() else _grpo_triton  # eager: no dispatcher
+    return launch(rewards, group_size, float(eps), bool(scale))

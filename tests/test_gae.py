@@ -8,6 +8,14 @@ from rlkd_fast.kernels.gae import _gae_triton, gae, gae_reference, masked_whiten
 LOW = (torch.float16, torch.bfloat16)
 
 
+def recording_backend(graphs):
+    """aot_eager that keeps each traced graph's code, to check the op is in it as one node."""
+    def backend(gm, example_inputs):
+        graphs.append(gm.code)
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+    return backend
+
+
 def loop_gae(rewards, values, mask, gamma, lam):
     """The obvious reverse loop, one token at a time, skipping masked positions."""
     b, t = rewards.shape
@@ -158,9 +166,11 @@ def test_compile_fullgraph():
         adv, ret = gae(r, v, m, gamma=0.9, whiten=True)
         return adv * 2, ret
 
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    graphs = []
+    compiled = torch.compile(f, fullgraph=True, backend=recording_backend(graphs))
     for out, expected in zip(compiled(rewards, values, mask), f(rewards, values, mask)):
         torch.testing.assert_close(out, expected)
+    assert len(graphs) == 1 and "rlkd_fast.gae" in graphs[0]
 
 
 def test_errors():

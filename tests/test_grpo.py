@@ -6,6 +6,14 @@ import torch
 from rlkd_fast.kernels.grpo import _grpo_triton, grpo_advantages
 
 
+def recording_backend(graphs):
+    """aot_eager that keeps each traced graph's code, to check the op is in it as one node."""
+    def backend(gm, example_inputs):
+        graphs.append(gm.code)
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+    return backend
+
+
 def loop_grpo(rewards, group_size, eps=1e-6, scale=True):
     out = torch.zeros(rewards.numel(), dtype=torch.float64)
     for g in range(0, rewards.numel(), group_size):
@@ -70,9 +78,11 @@ def test_several_programs_and_noncontiguous():
 
 def test_compile_fullgraph():
     r = rewards_with_flat_groups(4, 4)
+    graphs = []
     compiled = torch.compile(lambda x: grpo_advantages(x, 4) * 2, fullgraph=True,
-                             backend="aot_eager")
+                             backend=recording_backend(graphs))
     torch.testing.assert_close(compiled(r), grpo_advantages(r, 4) * 2)
+    assert len(graphs) == 1 and "rlkd_fast.grpo_advantages" in graphs[0]
 
 
 def test_errors():

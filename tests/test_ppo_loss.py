@@ -14,6 +14,14 @@ from rlkd_fast.kernels.ppo_loss import (
 REDUCTIONS = ["seq-mean-token-mean", "token-mean"]
 
 
+def recording_backend(graphs):
+    """aot_eager that keeps each traced graph's code, to check the op is in it as one node."""
+    def backend(gm, example_inputs):
+        graphs.append(gm.code)
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+    return backend
+
+
 def make(b=6, t=23, dtype=torch.float32, spread=0.3, poison=True):
     """Random PPO inputs with a holey mask, an all-masked row, a row with one valid token and
     NaN under the mask."""
@@ -180,7 +188,8 @@ def test_compile_fullgraph_gae_then_loss():
         loss, stats = ppo_loss(lp, x["old_logprobs"], adv, x["mask"], v, x["old_values"], ret)
         return loss + 0 * stats["clip_frac"]
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    graphs = []
+    compiled = torch.compile(step, fullgraph=True, backend=recording_backend(graphs))
     grads = []
     for fn in (compiled, step):
         lp = x["logprobs"].clone().requires_grad_()
@@ -190,6 +199,8 @@ def test_compile_fullgraph_gae_then_loss():
         grads.append((loss.detach(), lp.grad, v.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+    assert len(graphs) == 1
+    assert "rlkd_fast.gae" in graphs[0] and "rlkd_fast.ppo_loss_fwd" in graphs[0]
 
 
 def test_errors():
