@@ -6,12 +6,15 @@ Each row reports the median time, the fraction of copy bandwidth for the bytes o
 must move, peak memory and, on a GPU, the number of device launches (kernels, copies, memsets).
 """
 
+import importlib
+
 import pytest
 import torch
 
 from benchmarks._harness import Table, bench, copy_bandwidth, device, on_gpu, peak_memory_mb
-from rlkd_fast.kernels import yon_reward as yon_module
 from rlkd_fast.kernels.yon_reward import yon_reward, yon_reward_from_hidden
+
+yon_module = importlib.import_module("rlkd_fast.kernels.yon_reward")  # not the same-named function
 
 ROWS, VOCAB, WIDTH = (64, 151936, 4096) if on_gpu() else (2, 1000, 32)
 YES, NO = 454, 753  # one id per side, as in the anchors; any ids in range will do

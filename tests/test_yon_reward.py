@@ -1,12 +1,12 @@
 """YoN judge reward: both backends against a float64 reference (the Triton path runs in the CPU
 interpreter), from logits and from the judge's hidden state."""
 
+import importlib
 import math
 
 import pytest
 import torch
 
-from rlkd_fast.kernels import yon_reward as mod
 from rlkd_fast.kernels.yon_reward import (
     yon_reward,
     yon_reward_from_hidden,
@@ -14,7 +14,10 @@ from rlkd_fast.kernels.yon_reward import (
     yon_reward_reference,
 )
 
+# the package exports the function under the module's name, so reach the module explicitly
+mod = importlib.import_module("rlkd_fast.kernels.yon_reward")
 BACKENDS = ["triton", "torch"]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 YES, NO = [5, 17, 640], [3, 999]
 INF = float("inf")
 
@@ -24,6 +27,14 @@ def _check(got, ref, atol=1e-6, rtol=1e-5):
     for g, r in zip(got, ref):
         assert g.dtype == torch.float32 and g.shape == r.shape
         torch.testing.assert_close(g.double(), r, atol=atol, rtol=rtol, equal_nan=True)
+
+
+@pytest.fixture(autouse=True)
+def _on_device():
+    """Tensors are made on the GPU where there is one (compiled kernels), else on the CPU (the
+    Triton interpreter)."""
+    with torch.device(DEVICE):
+        yield
 
 
 @pytest.fixture
