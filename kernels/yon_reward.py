@@ -308,14 +308,18 @@ def yon_reward_from_hidden_reference(
     return yon_reward_reference(logits, yes_ids, no_ids, tau, delta)
 
 
-def _score_torch(z_yes: torch.Tensor, z_no: torch.Tensor, tau: float, delta: float):
+def _score_torch(
+    z_yes: torch.Tensor, z_no: torch.Tensor, tau: float, delta: float
+) -> torch.Tensor:
     """Reward [B] fp32 from the id logits of each side ([B, k_yes], [B, k_no]), in float64."""
     gap = z_yes.double().logsumexp(-1) - z_no.double().logsumexp(-1)
     s = torch.sigmoid(gap / tau)
     return torch.where(s >= delta, s, torch.zeros_like(s)).float()
 
 
-def _yon_reward_torch(logits, yes, no, tau, delta, with_mass):
+def _yon_reward_torch(
+    logits: torch.Tensor, yes: tuple, no: tuple, tau: float, delta: float, with_mass: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Torch backend: the id gathers in float64, the row logsumexp in fp32 over [B, V]."""
     reward = _score_torch(logits[:, list(yes)], logits[:, list(no)], tau, delta)
     if not with_mass:
@@ -362,7 +366,10 @@ def _plan(rows: int, vocab: int) -> tuple[int, int, int]:
     return block, tiles_per_prog, triton.cdiv(n_tiles, tiles_per_prog)
 
 
-def _yon_reward_triton(logits, yes, no, tau, delta, with_mass):
+def _yon_reward_triton(
+    logits: torch.Tensor, yes: tuple, no: tuple, tau: float, delta: float, with_mass: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One launch of the logits kernel; reward [B] fp32 and mass [B] fp32 (or None)."""
     if logits.stride(1) != 1:
         logits = logits.contiguous()
     rows, vocab = logits.shape
@@ -441,7 +448,9 @@ def _head_lse_triton(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return shift, (part_l * (part_m - shift[:, None]).exp()).sum(-1)
 
 
-def _id_logits_torch(hidden, weight, bias, ids: list[int]) -> torch.Tensor:
+def _id_logits_torch(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ids: list[int]
+) -> torch.Tensor:
     """[B, k] float64 logits of the ids only: [B,H] x [H,k] with the gathered head rows."""
     z = hidden.double() @ weight[ids].double().T
     if bias is not None:
@@ -449,7 +458,10 @@ def _id_logits_torch(hidden, weight, bias, ids: list[int]) -> torch.Tensor:
     return z
 
 
-def _yon_hidden_triton(hidden, weight, bias, yes, no, tau, delta):
+def _yon_hidden_triton(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+    yes: tuple, no: tuple, tau: float, delta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(reward [B], id logits [B, k]) fp32 from the rows-only kernel."""
     if hidden.stride(1) != 1:
         hidden = hidden.contiguous()
