@@ -15,6 +15,7 @@ Library: :func:`evaluate` (the trainer calls it for periodic evaluation). Comman
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import sys
 import time
@@ -74,6 +75,16 @@ def completions_to_programs(
     ]
 
 
+def _run_async(executor, programs: list[str]) -> concurrent.futures.Future:
+    """``executor.submit`` where the executor has it (runs in its processes meanwhile), else
+    ``executor.run`` now."""
+    if hasattr(executor, "submit"):
+        return executor.submit(programs)
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    future.set_result(executor.run(programs))
+    return future
+
+
 def _correct(pred: float | None, gold: float, tol: float) -> bool:
     return pred is not None and abs(pred - gold) <= tol
 
@@ -104,6 +115,7 @@ def evaluate(
     anti_hacking: bool = False,
     progress: bool = False,
     return_records: bool = False,
+    chunk: int = 256,
     **generate_kwargs,
 ) -> dict:
     """Greedy (and, with ``vote > 0``, majority-vote) accuracy of ``model`` on ``problems``.
@@ -119,7 +131,10 @@ def evaluate(
         tol: absolute tolerance of a correct answer. mode: ``"strict"`` or ``"reft"``, what
             counts as a returned number (see :func:`rlkd_fast.rewards.prediction`).
         anti_hacking: prompt with the anti-hacking docstring suffix.
+        progress: a progress bar over problems.
         return_records: add per-problem ``records`` (program, prediction, correctness).
+        chunk: problems generated at a time (their programs run while the next chunk
+            generates).
         **generate_kwargs: passed to :func:`rlkd_fast.rollout.generate`.
 
     Returns:
@@ -137,32 +152,44 @@ def evaluate(
 
         executor = PotExecutor(workers=2, timeout_s=10.0, conventions="reft")
     start = time.time()
-    gen = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
-               anti_hacking=anti_hacking, **generate_kwargs)
+    gen = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, anti_hacking=anti_hacking,
+               **generate_kwargs)
+    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    programs: list[str] = []
+    greedy_runs, vote_runs = [], []
     try:
-        programs = sample_programs(model, tokenizer, problems, 1, False, **gen)
-        results = executor.run(programs)
-        preds = [prediction(r, mode) for r in results]
-        greedy = [_correct(v, p.answer, tol) for v, p in zip(preds, problems)]
-        out = {
-            "n": len(problems),
-            "greedy_acc": sum(greedy) / len(problems),
-            "greedy_correct": sum(greedy),
-            "executed": sum(v is not None for v in preds),
-            "short_share": sum(count_program_lines(p) < SHORT_LINES for p in programs)
-            / len(problems),
-        }
-        if vote > 0:
-            sampled = sample_programs(model, tokenizer, problems, vote, True,
-                                      temperature=temperature, top_k=top_k, top_p=top_p, **gen)
-            sampled_preds = [prediction(r, mode) for r in executor.run(sampled)]
-            winners = [majority_vote(sampled_preds[i * vote:(i + 1) * vote])
-                       for i in range(len(problems))]
-            voted = [_correct(w, p.answer, tol) for w, p in zip(winners, problems)]
-            out.update(vote=vote, vote_acc=sum(voted) / len(problems), vote_correct=sum(voted))
+        # Chunks bound the memory of N x vote rollouts; each chunk's programs execute in the
+        # executor's processes while the next chunk generates.
+        bar = tqdm(total=len(problems), desc="evaluate", unit="q", disable=not progress)
+        for lo in range(0, len(problems), chunk):
+            part = problems[lo:lo + chunk]
+            greedy_programs = sample_programs(model, tokenizer, part, 1, False, **gen)
+            programs += greedy_programs
+            greedy_runs.append(_run_async(executor, greedy_programs))
+            if vote > 0:
+                sampled = sample_programs(model, tokenizer, part, vote, True, **sampling, **gen)
+                vote_runs.append(_run_async(executor, sampled))
+            bar.update(len(part))
+        bar.close()
+        preds = [prediction(r, mode) for f in greedy_runs for r in f.result()]
+        sampled_preds = [prediction(r, mode) for f in vote_runs for r in f.result()]
     finally:
         if own:
             executor.close()
+    greedy = [_correct(v, p.answer, tol) for v, p in zip(preds, problems)]
+    out = {
+        "n": len(problems),
+        "greedy_acc": sum(greedy) / len(problems),
+        "greedy_correct": sum(greedy),
+        "executed": sum(v is not None for v in preds),
+        "short_share": sum(count_program_lines(p) < SHORT_LINES for p in programs)
+        / len(problems),
+    }
+    if vote > 0:
+        winners = [majority_vote(sampled_preds[i * vote:(i + 1) * vote])
+                   for i in range(len(problems))]
+        voted = [_correct(w, p.answer, tol) for w, p in zip(winners, problems)]
+        out.update(vote=vote, vote_acc=sum(voted) / len(problems), vote_correct=sum(voted))
     out["seconds"] = time.time() - start
     if return_records:
         out["records"] = [

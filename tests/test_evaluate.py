@@ -124,6 +124,11 @@ def test_evaluate_counts_match_hand_check(tokenizer, executor):
     # Greedy: 5 prompts in calls of at most batch_size; vote: 4 samples of one prompt per call
     # (batch_size counts rows, and one prompt's samples are never split).
     assert sorted(model.calls) == [(1, 4)] * 5 + [(2, 0), (3, 0)]
+    # Chunked generation (with execution overlapping it) gives the same results.
+    chunked = evaluate(model, tokenizer, PROBLEMS, vote=4, executor=executor, chunk=2,
+                       return_records=True)
+    assert {k: v for k, v in chunked.items() if k != "seconds"} == {
+        k: v for k, v in out.items() if k != "seconds"}
 
 
 def test_evaluate_rejects_unlabeled_and_empty(tokenizer, executor):
