@@ -47,6 +47,7 @@ struct ResultHeader {
   uint16_t err_len;
   double value;
   double reft;
+  double elapsed;  // seconds from the program's start to its result (set by the zygote)
 };
 #pragma pack(pop)
 
@@ -55,6 +56,7 @@ struct Result {
   uint8_t flags = 0;
   double value = 0.0;
   double reft = 0.0;
+  double elapsed = 0.0;
   std::string err;
 };
 
@@ -71,6 +73,7 @@ struct Features {
   int landlock_abi = 0;  // 0: unavailable (then seccomp forbids opening files for writing)
   bool netns = false;    // zygote (and so every child) sits in an empty network namespace
   bool uid_dropped = false;
+  uint64_t base_vm = 0;  // the zygote's address space size after preloading
 };
 
 // --- io helpers (io.cpp) ---
@@ -82,7 +85,8 @@ std::string encode_result(uint64_t job, const Result& r);
 int64_t ms_until(Clock::time_point t);
 
 // --- sandbox.cpp ---
-Features prepare_zygote();
+// Once in the zygote: namespaces, huge-page heap, the Landlock layer shared by all children.
+Features prepare_zygote(const SandboxConfig& cfg, const std::string& base);
 // Called in a freshly forked child: after it returns the process is confined. Never fails
 // silently: on any error it writes nothing and _exit(121)s, which the zygote reports as a crash.
 void enter_sandbox(const SandboxConfig& cfg, const Features& feat, const std::string& dir,

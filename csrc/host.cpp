@@ -210,6 +210,7 @@ bool Executor::spawn(Zyg* z, std::string* err) {
   posix_spawn_file_actions_adddup2(&fa, to[0], 3);
   posix_spawn_file_actions_adddup2(&fa, from[1], 4);
   posix_spawn_file_actions_addclosefrom_np(&fa, 5);
+  posix_spawn_file_actions_addchdir_np(&fa, "/");
   posix_spawnattr_t at;
   posix_spawnattr_init(&at);
   sigset_t none, all;
@@ -226,10 +227,12 @@ bool Executor::spawn(Zyg* z, std::string* err) {
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   // A clean environment: nothing of the trainer's (tokens, keys) reaches a program.
-  std::string e1 = "PATH=/usr/local/bin:/usr/bin:/bin", e2 = "LC_ALL=C.UTF-8";
-  char* envp[] = {e1.data(), e2.data(), nullptr};
+  std::vector<std::string> env = opts_.env;
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0], &fa, &at, argv.data(), envp);
+  int rc = posix_spawn(&pid, argv[0], &fa, &at, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&at);
   ::close(to[0]);
@@ -265,11 +268,24 @@ bool Executor::spawn(Zyg* z, std::string* err) {
   return true;
 }
 
-// Kill the zygote (its children die with it through PDEATHSIG), fail what it had in flight.
-void Executor::reap(Zyg* z, const std::string& why) {
+// Stop the zygote, fail what it had in flight. Gracefully (on close): closing its request pipe
+// makes it kill and reap its children and exit. Otherwise, or if it lingers: SIGKILL (its
+// children then die through PDEATHSIG).
+void Executor::reap(Zyg* z, const std::string& why, bool graceful) {
   if (z->pid > 0) {
-    kill(z->pid, SIGKILL);
-    while (waitpid(z->pid, nullptr, 0) < 0 && errno == EINTR) {
+    bool gone = false;
+    if (graceful && z->to >= 0) {
+      ::close(z->to);
+      z->to = -1;
+      for (int i = 0; i < 1000 && !gone; ++i) {
+        gone = waitpid(z->pid, nullptr, WNOHANG) == z->pid;
+        if (!gone) usleep(2000);
+      }
+    }
+    if (!gone) {
+      kill(z->pid, SIGKILL);
+      while (waitpid(z->pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
     }
   }
   for (int* fd : {&z->to, &z->from})
@@ -327,6 +343,7 @@ void Executor::read_results(Zyg* z, bool* eof) {
       r.flags = h.flags;
       r.value = h.value;
       r.reft = h.reft;
+      r.elapsed = h.elapsed;
       r.err.assign(z->buf.data() + off + sizeof h, h.err_len);
       complete(it->second, r);
       z->inflight.erase(it);
@@ -409,7 +426,7 @@ void Executor::dispatch(Zyg* z) {
         break;
       }
   }
-  reap(z, "executor closed");
+  reap(z, "executor closed", true);
 }
 
 std::vector<int> Executor::zygote_pids() {

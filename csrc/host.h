@@ -16,6 +16,7 @@ namespace rlkd {
 
 struct HostOptions {
   std::vector<std::string> argv;  // zygote command; base dir and host pid are appended
+  std::vector<std::string> env;   // its whole environment (nothing is inherited)
   int workers = 2;                // zygote processes
   int slots = 4;                  // programs in flight per zygote
   double grace_s = 2.0;           // a zygote silent this long past a deadline is replaced
@@ -43,7 +44,7 @@ class Executor {
   struct Zyg;
   void dispatch(Zyg* z);
   bool spawn(Zyg* z, std::string* err);
-  void reap(Zyg* z, const std::string& why);
+  void reap(Zyg* z, const std::string& why, bool graceful = false);
   bool send_jobs(Zyg* z, std::vector<Job>& jobs);
   void read_results(Zyg* z, bool* eof);
   void fail_queued(const std::string& why);

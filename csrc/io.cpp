@@ -81,6 +81,7 @@ std::string encode_result(uint64_t job, const Result& r) {
   h.err_len = static_cast<uint16_t>(n);
   h.value = r.value;
   h.reft = r.reft;
+  h.elapsed = r.elapsed;
   std::string out(reinterpret_cast<const char*>(&h), sizeof h);
   out.append(r.err.data(), n);
   return out;

@@ -27,7 +27,7 @@ py::list run(Executor& ex, std::vector<std::string> sources, uint32_t timeout_ms
     const Result& r = res[i];
     py::object value = (r.flags & kHasValue) ? py::object(py::float_(r.value)) : py::none();
     py::object reft = (r.flags & kHasReft) ? py::object(py::float_(r.reft)) : py::none();
-    out[i] = py::make_tuple(static_cast<int>(r.status), value, reft, decode(r.err));
+    out[i] = py::make_tuple(static_cast<int>(r.status), value, reft, decode(r.err), r.elapsed);
   }
   return out;
 }
@@ -52,10 +52,11 @@ py::list run(Executor& ex, std::vector<std::string> sources, uint32_t timeout_ms
 PYBIND11_MODULE(_executor, m) {
   m.doc() = "C++ core of rlkd_fast.executor (zygotes, sandbox, binary records)";
   py::class_<Executor>(m, "Executor")
-      .def(py::init([](std::vector<std::string> argv, int workers, int slots, double grace_s,
-                       double start_timeout_s) {
+      .def(py::init([](std::vector<std::string> argv, std::vector<std::string> env, int workers,
+                       int slots, double grace_s, double start_timeout_s) {
              HostOptions o;
              o.argv = std::move(argv);
+             o.env = std::move(env);
              o.workers = workers;
              o.slots = slots;
              o.grace_s = grace_s;
@@ -63,7 +64,7 @@ PYBIND11_MODULE(_executor, m) {
              py::gil_scoped_release nogil;
              return new Executor(std::move(o));
            }),
-           py::arg("argv"), py::arg("workers"), py::arg("slots"), py::arg("grace_s"),
+           py::arg("argv"), py::arg("env"), py::arg("workers"), py::arg("slots"), py::arg("grace_s"),
            py::arg("start_timeout_s"))
       .def("run", &run, py::arg("sources"), py::arg("timeout_ms"), py::arg("conventions"))
       .def("close", &Executor::close, py::call_guard<py::gil_scoped_release>())

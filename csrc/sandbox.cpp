@@ -12,6 +12,7 @@
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -73,28 +74,49 @@ void add_path_rule(int ruleset, const std::string& path, uint64_t access) {
   close(fd);
 }
 
-bool apply_landlock(int abi, const SandboxConfig& cfg, const std::string& dir) {
-  uint64_t fs = fs_access_for_abi(abi);
+constexpr uint64_t kFsRead = kFsExecute | kFsReadFile | kFsReadDir;
+
+int create_ruleset(int abi, uint64_t fs, bool net) {
   LlRulesetAttr attr{fs, 0, 0};
   size_t size = offsetof(LlRulesetAttr, handled_access_net);
   if (abi >= 4) {
-    attr.handled_access_net = kNetBindTcp | kNetConnectTcp;
+    attr.handled_access_net = net ? kNetBindTcp | kNetConnectTcp : 0;
     size = offsetof(LlRulesetAttr, scoped);
   }
   if (abi >= 6) {
     attr.scoped = kScopeAbstractUnix | kScopeSignal;
     size = sizeof attr;
   }
-  int rs = static_cast<int>(syscall(SYS_landlock_create_ruleset, &attr, size, 0));
-  if (rs < 0) return false;
-  const uint64_t read = kFsExecute | kFsReadFile | kFsReadDir;
-  for (const auto& root : cfg.read_roots) add_path_rule(rs, root, read);
-  add_path_rule(rs, "/dev/null", kFsReadFile | kFsWriteFile | kFsTruncate);
-  add_path_rule(rs, "/dev/urandom", kFsReadFile);
-  add_path_rule(rs, dir, fs);
+  return static_cast<int>(syscall(SYS_landlock_create_ruleset, &attr, size, 0));
+}
+
+bool restrict_self(int rs) {
   bool ok = syscall(SYS_landlock_restrict_self, rs, 0) == 0;
   close(rs);
   return ok;
+}
+
+// Layer 1, once in the zygote (inherited by every child): read only `read_roots`, write only
+// below `base`, no TCP, signals only into nested domains.
+bool landlock_zygote(int abi, const SandboxConfig& cfg, const std::string& base) {
+  const uint64_t fs = fs_access_for_abi(abi);
+  int rs = create_ruleset(abi, fs, true);
+  if (rs < 0) return false;
+  for (const auto& root : cfg.read_roots) add_path_rule(rs, root, kFsRead);
+  add_path_rule(rs, "/dev/null", kFsReadFile | kFsWriteFile | kFsTruncate);
+  add_path_rule(rs, "/dev/urandom", kFsReadFile);
+  add_path_rule(rs, base, fs);
+  return restrict_self(rs);
+}
+
+// Layer 2, per child: writes only below its own directory (reads stay as layer 1 allows).
+bool landlock_child(int abi, const std::string& dir) {
+  const uint64_t writes = fs_access_for_abi(abi) & ~kFsRead;
+  int rs = create_ruleset(abi, writes, false);
+  if (rs < 0) return false;
+  add_path_rule(rs, "/dev/null", kFsWriteFile | kFsTruncate);
+  add_path_rule(rs, dir, writes);
+  return restrict_self(rs);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -277,13 +299,32 @@ int landlock_abi() {
   return v < 0 ? 0 : static_cast<int>(v);
 }
 
-Features prepare_zygote() {
+// Back the preloaded heap with transparent huge pages: a fork then copies one PMD entry per
+// 2 MiB instead of 512 PTEs, and the child's exit frees as few. About halves the fork cost.
+void collapse_heap() {
+  FILE* f = fopen("/proc/self/maps", "re");
+  if (!f) return;
+  char line[512];
+  const uintptr_t huge = 2u << 20;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo = 0, hi = 0;
+    char perms[8] = {0}, path[256] = {0};
+    if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %255s", &lo, &hi, perms, path) < 3) continue;
+    if (strcmp(perms, "rw-p") != 0 || (path[0] && strcmp(path, "[heap]") != 0)) continue;
+    uintptr_t a = (lo + huge - 1) & ~(huge - 1), b = hi & ~(huge - 1);
+    if (b <= a) continue;
+    madvise(reinterpret_cast<void*>(a), b - a, MADV_HUGEPAGE);
+    madvise(reinterpret_cast<void*>(a), b - a, 25 /* MADV_COLLAPSE, Linux 6.1 */);
+  }
+  fclose(f);
+}
+
+Features prepare_zygote(const SandboxConfig& cfg, const std::string& base) {
   Features feat;
   feat.landlock_abi = landlock_abi();
   // As root, Landlock (when present) keeps programs out of other files and processes, so they
   // keep uid 0 without capabilities and can still import from a root-only prefix. Without
   // Landlock they run as nobody instead.
-  feat.uid_dropped = geteuid() == 0 && feat.landlock_abi == 0;
   if (geteuid() == 0) {
     feat.netns = unshare(CLONE_NEWNET) == 0;
   } else {
@@ -297,6 +338,13 @@ Features prepare_zygote() {
       feat.netns = true;
     }
   }
+  collapse_heap();
+  feat.base_vm = vm_bytes();
+  if (feat.landlock_abi > 0) {
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    if (!landlock_zygote(feat.landlock_abi, cfg, base)) feat.landlock_abi = 0;
+  }
+  feat.uid_dropped = geteuid() == 0 && feat.landlock_abi == 0;
   return feat;
 }
 
@@ -304,7 +352,7 @@ void enter_sandbox(const SandboxConfig& cfg, const Features& feat, const std::st
                    uint64_t cpu_seconds, pid_t zygote) {
   if (setpgid(0, 0) != 0) fail(121);
   if (chdir(dir.c_str()) != 0) fail(121);
-  set_limit(RLIMIT_AS, vm_bytes() + (cfg.memory_mb << 20));
+  set_limit(RLIMIT_AS, feat.base_vm + ((cfg.memory_mb + 64) << 20));
   if (cpu_seconds) {
     rlimit rl{cpu_seconds, cpu_seconds + 1};
     if (setrlimit(RLIMIT_CPU, &rl) != 0) fail(122);
@@ -326,7 +374,7 @@ void enter_sandbox(const SandboxConfig& cfg, const Features& feat, const std::st
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != zygote) fail(124);
   prctl(PR_SET_DUMPABLE, 0);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(125);
-  bool landlocked = feat.landlock_abi > 0 && apply_landlock(feat.landlock_abi, cfg, dir);
+  bool landlocked = feat.landlock_abi > 0 && landlock_child(feat.landlock_abi, dir);
   std::vector<sock_filter> prog = build_filter(getpid(), !landlocked);
   sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
   if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) != 0) fail(126);

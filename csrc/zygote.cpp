@@ -89,7 +89,7 @@ struct Zygote::Kid {
   bool retiring = false;
   uint64_t job = 0;
   uint32_t timeout_ms = 0;
-  Clock::time_point deadline;
+  Clock::time_point deadline, started;
   int served = 0;
 };
 
@@ -217,7 +217,8 @@ void Zygote::start_job(uint64_t job, uint32_t timeout_ms, uint8_t conventions,
   kid->busy = true;
   kid->job = job;
   kid->timeout_ms = timeout_ms;
-  kid->deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  kid->started = Clock::now();
+  kid->deadline = kid->started + std::chrono::milliseconds(timeout_ms);
 }
 
 void Zygote::retire(Kid* kid) {
@@ -276,9 +277,10 @@ Result Zygote::parse(const ResultHeader& h, const std::string& err) {
   return r;
 }
 
-void Zygote::finish(Kid* kid, const Result& r) {
+void Zygote::finish(Kid* kid, Result r) {
   if (!kid->busy) return;
   kid->busy = false;
+  r.elapsed = std::chrono::duration<double>(Clock::now() - kid->started).count();
   send(kid->job, r);
 }
 
@@ -343,7 +345,7 @@ bool Zygote::read_request() {
 }
 
 void Zygote::serve() {
-  feat_ = prepare_zygote();
+  feat_ = prepare_zygote(cfg_.sandbox, cfg_.base_dir);
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != cfg_.host_pid) _exit(0);
   Result hello;
   hello.status = kOk;

@@ -39,7 +39,7 @@ class Zygote {
   void drain(Kid* kid);
   void on_data(Kid* kid);
   void on_exit(Kid* kid);
-  void finish(Kid* kid, const Result& r);
+  void finish(Kid* kid, Result r);
   void retire(Kid* kid);
   void send(uint64_t job, const Result& r);
   [[noreturn]] void shutdown(int code);

@@ -161,7 +161,15 @@ def _fail_hello(message: str) -> None:
     import struct
 
     err = message.encode("utf-8", "replace")[:512]
-    os.write(4, struct.pack("<IQBBHdd", 0x53524B52, 0, 5, 8, len(err), 0.0, 0.0) + err)
+    os.write(4, struct.pack("<IQBBHddd", 0x53524B52, 0, 5, 8, len(err), 0.0, 0.0, 0.0) + err)
+
+
+def _warm_sympy(sympy) -> None:
+    """sympy imports solvers and fills caches on first use; do it once here, not per child."""
+    x = sympy.symbols("x")
+    sympy.solve(sympy.Eq(3 * x + 4, 19), x)
+    sympy.simplify(sympy.Rational(3, 4) * x + sympy.sqrt(8))
+    float(sympy.N(sympy.pi))
 
 
 def main(argv: list[str]) -> None:
@@ -184,6 +192,8 @@ def main(argv: list[str]) -> None:
         _fail_hello(f"zygote start-up failed: {_describe(exc)}")
         os._exit(1)
     _watched = tuple(cfg["preload"])
+    if "sympy" in sys.modules:
+        _warm_sympy(sys.modules["sympy"])
     gc.collect()
     gc.freeze()  # children then leave the preloaded heap alone (fewer copy-on-write faults)
     settings = {k: cfg[k] for k in ("worker", "max_programs", "memory_mb", "fsize_mb", "nofile",
