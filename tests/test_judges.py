@@ -255,3 +255,26 @@ def test_mixed_judge_weights_rewards():
     assert set(out.extras) == {"a/reward", "a/seen", "b/reward", "b/seen"}
     with pytest.raises(ValueError, match="distinct"):
         MixedJudge([(1.0, _Constant("a", 0)), (1.0, _Constant("a", 0))])
+
+
+def test_chat_template_prompts(judge, judge_dir):
+    from transformers import AutoModelForCausalLM
+
+    from rlkd_fast.models import load_tokenizer
+
+    tok = load_tokenizer(judge_dir)
+    tok.chat_template = ("{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}"
+                         "{% if add_generation_prompt %}<|judge|>{% endif %}")
+    chat = YoNJudge(judge.model, tok, tau=0.7, delta=0.0)
+    prompts = chat.prompts(QUESTIONS[:2], PROGRAMS[:2])
+    assert prompts[0].startswith("<|user|>Question: ") and prompts[0].endswith("<|judge|>")
+    assert chat.prompts(QUESTIONS[:1], PROGRAMS[:1])[0] != judge.prompts(QUESTIONS[:1],
+                                                                          PROGRAMS[:1])[0]
+    ref_model = AutoModelForCausalLM.from_pretrained(judge_dir, dtype=torch.float64)
+    got = chat.score(QUESTIONS[:2], PROGRAMS[:2])
+    for i, text in enumerate(prompts):
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logits = ref_model(input_ids=ids).logits[0, -1]
+        reward, _ = _ref_yon(logits, chat.yes_ids, chat.no_ids, tau=0.7, delta=0.0)
+        assert got.reward[i].item() == pytest.approx(reward.item(), abs=2e-5)

@@ -128,3 +128,20 @@ def test_training_mode_restored_and_bad_args(lm):
         generate(model, tok, [], max_new_tokens=2)
     with pytest.raises(ValueError, match=">= 1"):
         generate(model, tok, PROMPTS, num_samples=0)
+
+
+def test_loading_defaults(lm, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    from rlkd_fast.models import default_dtype, load_tokenizer
+
+    tok = train_tokenizer(PROMPTS, vocab_size=280)
+    no_pad = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token="<eos>")
+    no_pad.save_pretrained(tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.pad_token == "<eos>" and loaded.padding_side == "left"
+    assert default_dtype(torch.device("cpu")) == torch.float32
+    assert default_dtype(torch.device("cuda")) == torch.bfloat16
+    model, tokenizer = lm
+    assert model.dtype == torch.float32 and not model.training
+    assert model.config.pad_token_id == tokenizer.pad_token_id is not None
