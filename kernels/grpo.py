@@ -31,20 +31,22 @@ __all__ = ["grpo_advantages", "grpo_advantages_reference"]
 if HAS_TRITON:
 
     @triton.jit
-    def _grpo_kernel(R, OUT, NUM_GROUPS, G, eps, SCALE: tl.constexpr,
+    def _grpo_kernel(R, OUT, NUM_GROUPS, G, inv_g, inv_dof, eps, SCALE: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr):
+        # inv_g = 1 / G and inv_dof = 1 / max(G - 1, 1) come from the host: G = 1 would be a
+        # compile-time constant here, and the unbiased variance of one sample is taken as 0
         groups = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
         cols = tl.arange(0, BLOCK_G)[None, :]
         ok = (groups < NUM_GROUPS) & (cols < G)
         offs = groups.to(tl.int64) * G + cols
         r = tl.load(R + offs, mask=ok, other=0.0).to(tl.float32)
-        mean = tl.sum(r, 1) / G
+        mean = tl.sum(r, 1) * inv_g
         centred = tl.where(ok, r - mean[:, None], 0.0)
         flat = (tl.max(tl.where(ok, r, -float("inf")), 1)
                 == tl.min(tl.where(ok, r, float("inf")), 1))[:, None]
         adv = centred
         if SCALE:
-            var = tl.sum(centred * centred, 1) / tl.maximum(G - 1, 1)
+            var = tl.sum(centred * centred, 1) * inv_dof
             adv = centred / (tl.sqrt(var)[:, None] + eps)
         tl.store(OUT + offs, tl.where(flat, 0.0, adv), mask=ok)
 
@@ -60,7 +62,8 @@ def _grpo_triton(rewards: torch.Tensor, group_size: int, eps: float, scale: bool
     budget = 4096 if rewards.is_cuda else 1 << 16
     block_n = block_n or max(1, min(next_pow2(groups), budget // block_g))
     _grpo_kernel[(triton.cdiv(groups, block_n),)](
-        rewards.contiguous(), out, groups, group_size, eps, SCALE=scale,
+        rewards.contiguous(), out, groups, group_size, 1.0 / group_size,
+        1.0 / max(group_size - 1, 1), eps, SCALE=scale,
         BLOCK_N=block_n, BLOCK_G=block_g, num_warps=4,
     )
     return out

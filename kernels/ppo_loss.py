@@ -166,11 +166,11 @@ if HAS_TRITON:
         tl.store(LOSS, pol + vf_coef * val)
 
     @triton.jit
-    def _ppo_bwd_kernel(G, STATS, GLP, GV, DLP, DV, N, HAS_VALUES: tl.constexpr,
+    def _ppo_bwd_kernel(GRAD, STATS, GLP, GV, DLP, DV, N, HAS_VALUES: tl.constexpr,
                         BLOCK: tl.constexpr):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         ok = offs < N
-        scale = tl.load(G).to(tl.float32) * tl.load(STATS + 7)
+        scale = tl.load(GRAD).to(tl.float32) * tl.load(STATS + 7)
         tl.store(DLP + offs, tl.load(GLP + offs, mask=ok, other=0.0) * scale, mask=ok)
         if HAS_VALUES:
             tl.store(DV + offs, tl.load(GV + offs, mask=ok, other=0.0) * scale, mask=ok)
@@ -223,10 +223,10 @@ def _ppo_bwd_triton(grad_loss: torch.Tensor, stats: torch.Tensor, glp: torch.Ten
     dlp = torch.empty(glp.shape, dtype=lp_dtype, device=glp.device)
     dv = torch.empty(gv.shape, dtype=v_dtype, device=gv.device) if has_v else dlp
     n = glp.numel()
-    block = min(next_pow2(n), 4096 if glp.is_cuda else 1 << 16)
+    block = min(next_pow2(n), 2048 if glp.is_cuda else 1 << 16)
     _ppo_bwd_kernel[(triton.cdiv(n, block),)](
         grad_loss, stats, glp, gv, dlp, dv, n, HAS_VALUES=has_v, BLOCK=block,
-        num_warps=min(8, max(1, block // 512)),
+        num_warps=min(8, max(1, block // 256)),
     )
     return dlp, (dv if has_v else torch.empty_like(gv))  # outputs never alias inputs
 
