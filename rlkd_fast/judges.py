@@ -292,13 +292,13 @@ class YoNJudge(Judge):
     def _score_batch(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = model_device(self.model)
         ids, mask = (t.to(device) for t in _pad(rows, self.tokenizer.pad_token_id, "left"))
-        yes = torch.tensor(self.yes_ids, device=device)
-        no = torch.tensor(self.no_ids, device=device)
+        yes, no = self.yes_ids, self.no_ids  # plain lists: the kernel caches them per device
         if self._trunk is None:  # a head the kernel cannot fuse: last-position logits only
             logits = self.model(input_ids=ids, attention_mask=mask,
                                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                                 use_cache=False, logits_to_keep=1).logits[:, -1]
-            r, m = yon_reward(logits, yes, no, tau=self.tau, delta=self.delta)
+            r, m = yon_reward(logits, yes, no, tau=self.tau, delta=self.delta,
+                              with_mass=self.with_mass)
         else:
             hidden = _hidden_states(self._trunk, ids, mask)[:, -1]
             head = self.model.get_output_embeddings()

@@ -278,3 +278,27 @@ def test_chat_template_prompts(judge, judge_dir):
             logits = ref_model(input_ids=ids).logits[0, -1]
         reward, _ = _ref_yon(logits, chat.yes_ids, chat.no_ids, tau=0.7, delta=0.0)
         assert got.reward[i].item() == pytest.approx(reward.item(), abs=2e-5)
+
+
+def test_soft_capped_head_uses_logits(tokenizer):
+    """Gemma-style soft-capping changes the logits after the head: the judge must score from
+    the (last-position) logits then, and still match the full-logit reference."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(6)
+    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                          head_dim=16, final_logit_softcapping=2.0,
+                          pad_token_id=tokenizer.pad_token_id)
+    model = Gemma2ForCausalLM(config).eval()
+    judge = YoNJudge(model, tokenizer, tau=0.7, delta=0.0, batch_size=2)
+    assert judge._trunk is None
+    got = judge.score(QUESTIONS, PROGRAMS)
+    ref = Gemma2ForCausalLM(config).double().eval()
+    ref.load_state_dict(model.state_dict())
+    for i, (q, p) in enumerate(zip(QUESTIONS, PROGRAMS)):
+        logits = _ref_last_logits(ref, tokenizer, judge_prompt(q, p))
+        assert logits.abs().max() <= 2.0  # the cap is applied
+        reward, mass = _ref_yon(logits, judge.yes_ids, judge.no_ids, tau=0.7, delta=0.0)
+        assert got.reward[i].item() == pytest.approx(reward.item(), abs=2e-5)
+        assert got.extras["mass"][i].item() == pytest.approx(mass.item(), abs=2e-5)
