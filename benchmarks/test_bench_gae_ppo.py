@@ -87,8 +87,8 @@ def test_bench_gae_ppo(B, T):
         return torch.autograd.grad(loss, (logp, values))
 
     # the two pipelines agree before anything is timed
-    for a, b in zip(ours(), peer(eager_loss)()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(ours(), peer(eager_loss)()):  # gradients are ~1/(B*T): compare relatively
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * b.abs().max().item())
 
     adv, ret = gae(rewards, old_values, bool_mask, GAMMA, LAM, whiten=True)
     loss_args = (old_logp, adv, mask, values, old_values, ret)
