@@ -28,6 +28,7 @@ from rlkd_fast.prompts import (
     count_program_lines,
     judge_prompt,
 )
+from rlkd_fast.rollout import pad_rows
 
 # The judge's context for the LL baseline: the judge template's part before the program.
 LL_TEMPLATE = "Question: {question}\nProposed solution:\n{program}"
@@ -97,18 +98,6 @@ def _batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
-
-
-def _pad(rows: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """([B, L] ids, [B, L] mask) padded on ``side``."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        span = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-        ids[i, span] = torch.tensor(r, dtype=torch.long)
-        mask[i, span] = 1
-    return ids, mask
 
 
 def _token_ids(tokenizer, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
@@ -291,7 +280,7 @@ class YoNJudge(Judge):
 
     def _score_batch(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = model_device(self.model)
-        ids, mask = (t.to(device) for t in _pad(rows, self.tokenizer.pad_token_id, "left"))
+        ids, mask = (t.to(device) for t in pad_rows(rows, self.tokenizer.pad_token_id, "left"))
         yes, no = self.yes_ids, self.no_ids  # plain lists: the kernel caches them per device
         if self._trunk is None:  # a head the kernel cannot fuse: last-position logits only
             logits = self.model(input_ids=ids, attention_mask=mask,
@@ -361,7 +350,7 @@ class RerankJudge(Judge):
         reward = torch.zeros(len(texts), dtype=torch.float32)
         device = model_device(self.model)
         for batch in _batches([len(r) for r in ids], self.batch_size):
-            x, mask = _pad([ids[j] for j in batch], self.tokenizer.pad_token_id, "right")
+            x, mask = pad_rows([ids[j] for j in batch], self.tokenizer.pad_token_id, "right")
             logits = self.model(input_ids=x.to(device), attention_mask=mask.to(device)).logits
             reward[torch.tensor(batch)] = logits.float().softmax(-1)[:, 1].cpu()
         return JudgeScores(reward)
@@ -426,7 +415,7 @@ class LogLikelihoodScorer(Judge):
 
     def _mean_logprob(self, rows: list[tuple[list[int], int]]) -> torch.Tensor:
         device = model_device(self.model)
-        ids, mask = _pad([r[0] for r in rows], self.tokenizer.pad_token_id, "right")
+        ids, mask = pad_rows([r[0] for r in rows], self.tokenizer.pad_token_id, "right")
         ids, mask = ids.to(device), mask.to(device)
         # Position t predicts token t + 1: targets are the last n_resp tokens of each row.
         target = torch.zeros_like(mask, dtype=torch.bool)

@@ -48,6 +48,22 @@ class Rollout:
         return ids, mask
 
 
+def pad_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, side: str = "left"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows as ``([B, L] int64 ids, [B, L] int64 mask)``, padded on ``side``."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        span = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, span] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
 def _eos_ids(model, tokenizer) -> list[int]:
     gen = getattr(model, "generation_config", None)
     eos = getattr(gen, "eos_token_id", None) if gen is not None else None
@@ -131,16 +147,14 @@ def generate(
         for start in tqdm(range(0, len(order), per_call), disable=not progress,
                           desc="generate", unit="batch"):
             batch = order[start:start + per_call]
-            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]},
-                                   padding=True, return_tensors="pt", padding_side="left")
+            ids, mask = pad_rows([encoded[i] for i in batch], pad_id, "left")
             out = model.generate(
-                input_ids=padded["input_ids"].to(device),
-                attention_mask=padded["attention_mask"].to(device),
+                input_ids=ids.to(device), attention_mask=mask.to(device),
                 max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
                 **sample_kwargs, **generate_kwargs,
             )
             seqs = getattr(out, "sequences", out)
-            resp = seqs[:, padded["input_ids"].shape[1]:].cpu()
+            resp = seqs[:, ids.shape[1]:].cpu()
             if not do_sample:
                 resp = resp.repeat_interleave(num_samples, dim=0)
             for j, i in enumerate(batch):
@@ -154,18 +168,11 @@ def generate(
 def _assemble(pieces, tokenizer, pad_id: int, eos_ids: list[int]) -> Rollout:
     """Stack per-prompt pieces into left-padded prompts and right-padded responses."""
     k = pieces[0][1].shape[0]
-    n = len(pieces) * k
-    P = max(len(ids) for ids, _ in pieces)
+    prompt_ids, prompt_mask = pad_rows([ids for ids, _ in pieces for _ in range(k)], pad_id)
     R = max(max(r.shape[1] for _, r in pieces), 1)
-    prompt_ids = torch.full((n, P), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((n, P), dtype=torch.long)
-    response_ids = torch.full((n, R), pad_id, dtype=torch.long)
-    for p, (ids, resp) in enumerate(pieces):
-        rows = slice(p * k, (p + 1) * k)
-        if ids:
-            prompt_ids[rows, P - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            prompt_mask[rows, P - len(ids):] = 1
-        response_ids[rows, :resp.shape[1]] = resp
+    response_ids = torch.full((len(pieces) * k, R), pad_id, dtype=torch.long)
+    for p, (_, resp) in enumerate(pieces):
+        response_ids[p * k:(p + 1) * k, :resp.shape[1]] = resp
     mask = response_mask(response_ids, eos_ids, pad_id)
     response_ids = response_ids.masked_fill(mask == 0, pad_id)
     lengths = mask.sum(1).tolist()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rlkd_fast.models import load_causal_lm
-from rlkd_fast.rollout import generate, response_mask
+from rlkd_fast.rollout import generate, pad_rows, response_mask
 from rlkd_fast.tiny import save_tiny, tiny_causal_lm, train_tokenizer
 
 PROMPTS = [
@@ -62,6 +62,15 @@ def test_response_mask_cases():
     # pad == eos (many tokenizers): the first EOS ends the response.
     assert torch.equal(response_mask(torch.tensor([[5, 0, 0], [5, 6, 7]]), [0], 0),
                        torch.tensor([[1, 1, 0], [1, 1, 1]]))
+
+
+def test_pad_rows():
+    ids, mask = pad_rows([[1, 2], [3], []], pad_id=9, side="left")
+    assert ids.tolist() == [[1, 2], [9, 3], [9, 9]] and mask.tolist() == [[1, 1], [0, 1], [0, 0]]
+    ids, mask = pad_rows([[1, 2], [3]], pad_id=9, side="right")
+    assert ids.tolist() == [[1, 2], [3, 9]] and mask.tolist() == [[1, 1], [1, 0]]
+    with pytest.raises(ValueError, match="side"):
+        pad_rows([[1]], 0, side="middle")
 
 
 def test_greedy_batched_matches_unbatched(lm):
