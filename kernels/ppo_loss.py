@@ -10,11 +10,13 @@ Per valid token (PAPER_NOTES, "PPO as in ReFT"), with rho = exp(logp - logp_old)
 
 ``reduction="seq-mean-token-mean"`` (ReFT's) averages over each row's valid tokens and then over
 the rows that have any valid token; ``"token-mean"`` averages over all valid tokens of the batch.
-Rows with no valid token contribute nothing, and garbage (even NaN) under the mask is never read.
+Rows with no valid token contribute nothing (the result equals dropping them; ReFT's code instead
+divides by all B rows), and garbage (even NaN) under the mask is never read.
 
-The forward kernel reads each input once and writes d(loss)/d(logp) and d(loss)/d(V) up to the
-global 1/denominator, plus one row of partial sums per program; a one-program kernel reduces the
-partials in a fixed order (deterministic, no atomics) into the loss and the stats. Backward is one
+The forward kernel reads each input once (the mask twice: row lengths first) and writes
+d(loss)/d(logp) and d(loss)/d(V) up to the global 1/denominator, plus one row of partial sums per
+program; a one-program kernel reduces the partials in a fixed order (deterministic, no atomics)
+into the loss and the stats. Backward is one
 elementwise pass: stored gradient * grad_output / denominator, in the inputs' dtypes.
 """
 
