@@ -16,8 +16,8 @@ divides by all B rows), and garbage (even NaN) under the mask is never read.
 The forward kernel reads each input once (the mask twice: row lengths first) and writes
 d(loss)/d(logp) and d(loss)/d(V) up to the global 1/denominator, plus one row of partial sums per
 program; a one-program kernel reduces the partials in a fixed order (deterministic, no atomics)
-into the loss and the stats. Backward is one
-elementwise pass: stored gradient * grad_output / denominator, in the inputs' dtypes.
+into the loss and the stats. Backward is one elementwise pass: stored gradient * grad_output /
+denominator, in the inputs' dtypes.
 """
 
 from __future__ import annotations
