@@ -65,7 +65,7 @@ if HAS_TRITON:
         N, T, V, stride_b, stride_t, k, inv_temp,
         clip_lo, clip_hi, dual_clip, kl_coef, ent_coef,
         ADV_PER_SEQ: tl.constexpr, HAS_REF: tl.constexpr, KL_K3: tl.constexpr,
-        HAS_DUAL: tl.constexpr, WRITE_GRAD: tl.constexpr,
+        HAS_DUAL: tl.constexpr, HAS_ENT: tl.constexpr, WRITE_GRAD: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
     ):
         rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -86,10 +86,10 @@ if HAS_TRITON:
             m, s, t = _online_softmax(logits_ptr, src, row_ok, V, k, BLOCK_R, BLOCK_V)
             lse2 = m * k + tl.log2(s)
             x_id = _gather_logit(logits_ptr, src, ids, row_ok, V)
-            logp = tl.where(valid, (x_id * k - lse2) * _LN2, 0.0)
             ent = tl.where(valid, (tl.log2(s) - t / s) * _LN2, 0.0)
-
             old = tl.load(old_ptr + rows, mask=row_ok, other=0.0)
+            # masked rows take the old log-prob: their (discarded) terms stay finite
+            logp = tl.where(valid, (x_id * k - lse2) * _LN2, old)
             adv_idx = rows // T if ADV_PER_SEQ else rows
             adv = tl.load(adv_ptr + adv_idx, mask=row_ok, other=0.0)
             ratio = tl.exp(logp - old)
@@ -121,13 +121,13 @@ if HAS_TRITON:
             # grad_x = a * onehot - p * (c0 + bx * x), see _write_grad; the entropy term is
             # dH/dz = -p (log p + H), z = x / T
             if WRITE_GRAD:
-                a = w * (dpg + kl_coef * dkl) * inv_temp
+                a = tl.where(valid, w * (dpg + kl_coef * dkl) * inv_temp, 0.0)
                 e = w * ent_coef * inv_temp
                 c0 = a + e * (lse2 * _LN2 - ent)
-                _write_grad(logits_ptr, grad_ptr, src, dst, ids, row_ok, V, k, lse2, a, c0,
-                            -e * inv_temp, BLOCK_R, BLOCK_V)
+                _write_grad(logits_ptr, grad_ptr, src, dst, ids, x_id, row_ok, V, k, lse2, a,
+                            c0, -e * inv_temp, HAS_ENT, BLOCK_R, BLOCK_V)
 
-            tl.store(logp_ptr + rows, logp, mask=row_ok)
+            tl.store(logp_ptr + rows, tl.where(valid, logp, 0.0), mask=row_ok)
             tl.store(stats_ptr + rows, tl.where(valid, pg, 0.0), mask=row_ok)
             tl.store(stats_ptr + N + rows, tl.where(valid, kl, 0.0), mask=row_ok)
             tl.store(stats_ptr + 2 * N + rows, ent, mask=row_ok)
@@ -170,7 +170,7 @@ def _fused_op(
         logp, per_token, N, T, V, sb, st, LOG2E / temperature, 1.0 / temperature,
         clip_low, clip_high, dual_clip, kl_coef, entropy_coef,
         ADV_PER_SEQ=advantages.dim() == 1, HAS_REF=ref_logprobs is not None, KL_K3=kl_k3,
-        HAS_DUAL=dual_clip > 0, WRITE_GRAD=need_grad,
+        HAS_DUAL=dual_clip > 0, HAS_ENT=entropy_coef != 0, WRITE_GRAD=need_grad,
     )
     if check_ids:  # after the launch (the kernel never reads out of bounds): the sync overlaps it
         check_ids_in_vocab(ids, V, where=weights)
@@ -346,11 +346,14 @@ def fused_ppo_loss_reference(
     logp = logp_all.gather(-1, safe_ids.unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     old = old_logprobs.to(dt)
+    # masked positions take the old log-prob: their (discarded) terms stay finite, so no
+    # 0 * inf = NaN reaches the gradient through torch.where
+    logp_valid = torch.where(valid, logp, old)
     adv = advantages.to(dt)
     adv = adv[:, None].expand_as(logp) if adv.dim() == 1 else adv
     hi = clip if clip_high is None else clip_high
 
-    ratio = torch.exp(logp - old)
+    ratio = torch.exp(logp_valid - old)
     pg1 = -adv * ratio
     pg2 = -adv * ratio.clamp(1 - clip, 1 + hi)
     pg = torch.maximum(pg1, pg2)
@@ -363,7 +366,7 @@ def fused_ppo_loss_reference(
     if ref_logprobs is None:
         kl = torch.zeros_like(logp)
     else:
-        d = ref_logprobs.to(dt) - logp
+        d = ref_logprobs.to(dt) - logp_valid
         kl = torch.exp(d) - d - 1 if kl_estimator == "k3" else -d
     per_token = pg + kl_coef * kl - entropy_coef * entropy
 
@@ -380,7 +383,7 @@ def fused_ppo_loss_reference(
     stats = {
         "policy_loss": reduce(pg), "kl": reduce(kl), "entropy": reduce(entropy),
         "clip_frac": token_mean(clipped.to(dt)),
-        "approx_kl": token_mean(0.5 * (logp - old) ** 2),
+        "approx_kl": token_mean(0.5 * (logp_valid - old) ** 2),
     }
     stats = {k: v.detach().to(torch.float32 if dt != torch.float64 else dt)
              for k, v in stats.items()}

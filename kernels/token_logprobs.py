@@ -80,23 +80,35 @@ if HAS_TRITON:
         return tl.load(logits_ptr + src + ids, mask=ok, other=float("nan")).to(tl.float32)
 
     @triton.jit
-    def _write_grad(logits_ptr, grad_ptr, src, dst, ids, row_ok, V, k, lse2, a, c0, bx,
-                    BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):
-        """Pass 2: ``grad = a * onehot(ids) - p * (c0 + bx * x)`` with ``p = softmax(x / T)``.
+    def _write_grad(logits_ptr, grad_ptr, src, dst, ids, x_id, row_ok, V, k, lse2, a, c0, bx,
+                    HAS_BX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):
+        """Pass 2: ``grad = a * onehot(ids) - p * (c0 + bx * x)`` with ``p = softmax(x / T)``
+        (``bx`` only when HAS_BX); ``x_id`` is the logit at the id, read before any write.
 
-        Chunks run last to first: those read last in pass 1 are the likeliest still in L2.
+        The loop writes ``-p * (...)`` everywhere, then the id's element is rewritten after a
+        barrier: no per-element compare with the id. Chunks run last to first: those read last
+        in pass 1 are the likeliest still in L2.
         """
         cols = tl.arange(0, BLOCK_V)
         n_chunks = tl.cdiv(V, BLOCK_V)
         for i in range(n_chunks):
             c = (n_chunks - 1 - i) * BLOCK_V + cols
             ok = row_ok[:, None] & (c < V)[None, :]
-            x = _load_row_chunk(logits_ptr, src, c, ok, "evict_first")
-            p = tl.exp2(x * k - lse2[:, None])
-            g = tl.where(c[None, :] == ids[:, None], a[:, None], 0.0)
-            g -= p * (c0[:, None] + bx[:, None] * x)
+            if HAS_BX:  # x * bx needs finite x: -inf logits become a large finite value
+                x = _load_row_chunk(logits_ptr, src, c, ok, "evict_first")
+                p = tl.exp2(x * k - lse2[:, None])
+                g = -p * (c0[:, None] + bx[:, None] * x)
+            else:  # -inf logits give p = 0 and a 0 gradient as they are
+                x = tl.load(logits_ptr + src[:, None] + c[None, :], mask=ok, other=float("-inf"),
+                            eviction_policy="evict_first").to(tl.float32)
+                g = tl.exp2(x * k - lse2[:, None]) * -c0[:, None]
             tl.store(grad_ptr + dst[:, None] + c[None, :], g.to(grad_ptr.dtype.element_ty),
                      mask=ok, eviction_policy="evict_first")
+        tl.debug_barrier()  # the loop's store of the id's element is visible before the rewrite
+        p_id = tl.exp2(x_id * k - lse2)
+        g_id = a - p_id * (c0 + bx * x_id) if HAS_BX else a - p_id * c0
+        id_ok = row_ok & (ids >= 0) & (ids < V)
+        tl.store(grad_ptr + dst + ids, g_id.to(grad_ptr.dtype.element_ty), mask=id_ok)
 
     @triton.jit
     def _write_zeros(grad_ptr, dst, row_ok, V, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):
@@ -139,10 +151,11 @@ if HAS_TRITON:
         else:
             src = _row_offsets(rows, T, stride_b, stride_t)
             ids = tl.load(ids_ptr + rows, mask=row_ok, other=0).to(tl.int64)
+            x_id = _gather_logit(logits_ptr, src, ids, row_ok, V)
             lse2 = tl.load(lse2_ptr + rows, mask=row_ok, other=0.0)
             a = g * inv_temp
-            _write_grad(logits_ptr, grad_ptr, src, dst, ids, row_ok, V, k, lse2, a, a, a * 0.0,
-                        BLOCK_R, BLOCK_V)
+            _write_grad(logits_ptr, grad_ptr, src, dst, ids, x_id, row_ok, V, k, lse2, a, a, a,
+                        False, BLOCK_R, BLOCK_V)
 
     @triton.jit
     def _scale_kernel(x_ptr, g_ptr, n, BLOCK: tl.constexpr):

@@ -105,11 +105,16 @@ def test_all_masked_batch_gives_zero_loss_and_zero_grad(poison):
     assert torch.equal(x.grad, torch.zeros_like(x.grad))
 
 
-def test_ids_outside_vocab_at_masked_positions_are_ignored(poison):
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy inf * 0, in the interpreter
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_garbage_at_masked_positions_is_ignored(poison, backend):
     logits, ids, old, adv, mask, ref = make_inputs(3, 5, 120, torch.float32)
-    ids[~mask] = -100
-    ours, ref64 = run_both(logits, ids, old, adv, mask, ref, kl_coef=0.1)
+    ids[~mask] = -100  # ignore-index style ids
+    old[~mask] = -300.0  # exp(logp - old) would overflow
+    ref[~mask] = 300.0
+    ours, ref64 = run_both(logits, ids, old, adv, mask, ref, backend=backend, kl_coef=0.1)
     check(ours, ref64, torch.float32)
+    assert torch.isfinite(ours[2]).all()
 
 
 def test_no_grad_skips_the_gradient_pass():
@@ -134,6 +139,29 @@ def test_sliced_logits_and_no_mask():
     fused_ppo_loss_reference(x64[:, :-1], ids, old.double(), adv.double(), None)[0].backward()
     torch.testing.assert_close(full.grad.double(), x64.grad, rtol=GRAD_RTOL[torch.bfloat16],
                                atol=1e-7)
+
+
+@pytest.mark.parametrize("entropy_coef", [0.0, 0.05])
+def test_banned_tokens_with_minus_inf_logits(poison, entropy_coef):
+    logits, ids, old, adv, mask, ref = make_inputs(3, 4, 200, torch.float32)
+    banned = torch.zeros(200, dtype=torch.bool)
+    banned[::7] = True
+    ids[ids % 7 == 0] += 1  # sampled tokens are never banned
+    x = logits.masked_fill(banned, float("-inf")).requires_grad_()
+    loss, stats = fused_ppo_loss(x, ids, old, adv, mask, ref, kl_coef=0.1,
+                                 entropy_coef=entropy_coef)
+    loss.backward()
+    # the reference on -1e4 instead of -inf: the same softmax, without 0 * inf in its entropy
+    x64 = logits.double().masked_fill(banned, -1e4).requires_grad_()
+    loss64, stats64 = fused_ppo_loss_reference(x64, ids, old.double(), adv.double(), mask,
+                                               ref.double(), kl_coef=0.1,
+                                               entropy_coef=entropy_coef)
+    loss64.backward()
+    torch.testing.assert_close(loss.double(), loss64, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stats["entropy"].double(), stats64["entropy"], rtol=1e-5,
+                               atol=1e-6)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-5, atol=1e-7)
+    assert torch.equal(x.grad[..., banned], torch.zeros_like(x.grad[..., banned]))
 
 
 def test_real_vocab_size():
