@@ -301,8 +301,9 @@ class YoNJudge(Judge):
 class RerankJudge(Judge):
     """A 2-label sequence classifier's probability that the program is right (ReFT reranker).
 
-    Input: ``"Question:\\n{q}\\nAnswer reasoning:\\n{program}"``; reward = softmax(logits)[1].
-    Rows are right padded: the classifier reads the last non-pad token.
+    Input: ``"Question:\\n{q}\\nAnswer reasoning:\\n{program}"`` without special tokens, as
+    ReFT's reranker was trained; reward = softmax(logits)[1]. Rows are right padded: the
+    classifier reads the last non-pad token.
     """
 
     name = "rerank"
@@ -342,11 +343,10 @@ class RerankJudge(Judge):
     @torch.no_grad()
     def score(self, questions: Sequence, programs: Sequence[str]) -> JudgeScores:
         qs = _check_pairs(questions, programs)
-        texts = [self.template.replace("{question}", q).replace("{program}", p)
+        texts = [self.template.replace("{question}", q.strip()).replace("{program}", p)
                  for q, p in zip(qs, programs)]
-        # Keep the head of the text (the question) and the classifier's last token: cut the
-        # program's tail, where the length comes from.
-        ids = [r[:self.max_length] for r in _token_ids(self.tokenizer, texts)]
+        # As ReFT trained it: no special tokens, and long inputs lose the program's tail.
+        ids = [r[:self.max_length] for r in _token_ids(self.tokenizer, texts, False)]
         reward = torch.zeros(len(texts), dtype=torch.float32)
         device = model_device(self.model)
         for batch in _batches([len(r) for r in ids], self.batch_size):

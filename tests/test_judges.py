@@ -224,7 +224,7 @@ def test_rerank_matches_reference(reranker_dir):
     got = judge.score(QUESTIONS, PROGRAMS).reward
     for i, (q, p) in enumerate(zip(QUESTIONS, PROGRAMS)):
         text = f"Question:\n{q}\nAnswer reasoning:\n{p}"
-        ids = torch.tensor([judge.tokenizer(text)["input_ids"]])
+        ids = torch.tensor([judge.tokenizer(text, add_special_tokens=False)["input_ids"]])
         with torch.no_grad():
             want = ref(input_ids=ids).logits[0].softmax(-1)[1]
         assert got[i].item() == pytest.approx(want.item(), abs=1e-5)
