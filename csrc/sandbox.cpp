@@ -313,7 +313,6 @@ void collapse_heap() {
     if (strcmp(perms, "rw-p") != 0 || (path[0] && strcmp(path, "[heap]") != 0)) continue;
     uintptr_t a = (lo + huge - 1) & ~(huge - 1), b = hi & ~(huge - 1);
     if (b <= a) continue;
-    madvise(reinterpret_cast<void*>(a), b - a, MADV_HUGEPAGE);
     madvise(reinterpret_cast<void*>(a), b - a, 25 /* MADV_COLLAPSE, Linux 6.1 */);
   }
   fclose(f);

@@ -69,8 +69,7 @@ ISOLATION = ("fork", "worker")
 
 # The zygote's whole environment. glibc malloc with huge pages (instead of pymalloc arenas)
 # lets the zygote back its heap with transparent huge pages, which makes each fork cheaper.
-_ZYGOTE_ENV = ("PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C.UTF-8", "PYTHONMALLOC=malloc",
-               "GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
+_ZYGOTE_ENV = ("PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C.UTF-8", "PYTHONMALLOC=malloc")
 _SYSTEM_READ_ROOTS = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib",
                       "/usr/share/zoneinfo", "/etc/localtime", "/etc/ld.so.cache")
 
