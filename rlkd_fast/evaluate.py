@@ -38,16 +38,16 @@ from rlkd_fast.rollout import generate
 SHORT_LINES = 4
 
 
-def majority_vote(values: Sequence[float | None], digits: int = 6) -> float | None:
+def majority_vote(values: Sequence[float | None], digits: int | None = 6) -> float | None:
     """The most frequent number among ``values`` (None entries do not vote); ties go to the
     value seen first. Numbers equal after rounding to ``digits`` decimals vote together, so
-    ``0.1 + 0.2`` and ``0.3`` agree."""
+    ``0.1 + 0.2`` and ``0.3`` agree (``digits=None``: exact values, as ReFT's Counter)."""
     counts: dict[float, int] = {}
     first: dict[float, float] = {}
     for v in values:
         if v is None:
             continue
-        key = round(v, digits)
+        key = v if digits is None else round(v, digits)
         counts[key] = counts.get(key, 0) + 1
         first.setdefault(key, v)
     if not counts:

@@ -98,6 +98,7 @@ def generate(
     num_samples: int = 1,
     batch_size: int = 32,
     max_prompt_length: int | None = None,
+    add_special_tokens: bool = False,
     progress: bool = False,
     **generate_kwargs,
 ) -> Rollout:
@@ -113,6 +114,8 @@ def generate(
         num_samples: rows per prompt, consecutive in the output.
         batch_size: rows (prompts x samples) per ``generate`` call.
         max_prompt_length: keep only the last this-many prompt tokens.
+        add_special_tokens: let the tokenizer add its BOS etc. Off by default, as ReFT (and this
+            project's SFT) tokenize prompts: the policy must see the prompts it was taught on.
         progress: show a progress bar over batches.
         **generate_kwargs: passed on, e.g. ``cache_implementation="static"``, ``stop_strings``.
 
@@ -126,7 +129,7 @@ def generate(
     if not prompts:
         raise ValueError("no prompts to generate from")
     pad_id, eos_ids = int(tokenizer.pad_token_id), _eos_ids(model, tokenizer)
-    encoded = tokenizer(list(prompts))["input_ids"]
+    encoded = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
     if max_prompt_length is not None:
         encoded = [ids[-max_prompt_length:] for ids in encoded]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))

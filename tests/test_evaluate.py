@@ -104,6 +104,7 @@ def test_majority_vote_rules():
     assert majority_vote([None, 3.0, 4.0, 4.0, 3.0]) == 3.0  # tie: first seen wins
     assert majority_vote([None, 2.0, 5.0, 5.0, 2.0, 5.0]) == 5.0
     assert majority_vote([0.1 + 0.2, 0.3, 1.0]) == pytest.approx(0.3)  # rounding groups them
+    assert majority_vote([1.0, 0.1 + 0.2, 0.3], digits=None) == 1.0  # exact: three singletons
     assert majority_vote([None, None]) is None
     assert majority_vote([]) is None
 

@@ -39,7 +39,7 @@ def lm(tmp_path_factory):
 
 def _alone(model, tok, prompt: str, eos: int) -> list[int]:
     """Greedy tokens of one unpadded prompt, cut after the first EOS."""
-    ids = torch.tensor([tok(prompt)["input_ids"]])
+    ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                              max_new_tokens=NEW, eos_token_id=eos, pad_token_id=tok.pad_token_id)
@@ -98,7 +98,7 @@ def test_greedy_batched_matches_unbatched(lm):
         assert (out.response_ids[i, n:] == tok.pad_token_id).all()
         assert out.texts[i] == tok.decode(want, skip_special_tokens=True)
         # Prompts are left padded and hold exactly the prompt's tokens.
-        ids = tok(prompt)["input_ids"]
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
         P = out.prompt_ids.shape[1]
         assert out.prompt_ids[i, P - len(ids):].tolist() == ids
         assert out.prompt_mask[i].sum() == len(ids) and out.prompt_mask[i, P - len(ids):].all()
@@ -154,3 +154,21 @@ def test_loading_defaults(lm, tmp_path):
     model, tokenizer = lm
     assert model.dtype == torch.float32 and not model.training
     assert model.config.pad_token_id == tokenizer.pad_token_id is not None
+
+
+def test_special_tokens_only_when_asked(lm):
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    model, tok = lm
+    bos_tok = copy.deepcopy(tok)
+    bos_tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", tok.bos_token_id)])
+    assert bos_tok(PROMPTS[0])["input_ids"][0] == tok.bos_token_id
+    plain = generate(model, bos_tok, PROMPTS[:2], max_new_tokens=2)
+    with_bos = generate(model, bos_tok, PROMPTS[:2], max_new_tokens=2, add_special_tokens=True)
+    first = lambda r: [row[m.bool()][0].item() for row, m in zip(r.prompt_ids, r.prompt_mask)]
+    assert tok.bos_token_id not in first(plain)
+    assert first(with_bos) == [tok.bos_token_id] * 2
+    assert (with_bos.prompt_mask.sum(1) == plain.prompt_mask.sum(1) + 1).all()
