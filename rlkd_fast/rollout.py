@@ -133,7 +133,7 @@ def generate(
     if max_prompt_length is not None:
         encoded = [ids[-max_prompt_length:] for ids in encoded]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    per_call = max(1, batch_size // num_samples)
+    per_call = max(1, batch_size // num_samples) if do_sample else batch_size  # greedy: 1 row
     sample_kwargs = (
         dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
              num_return_sequences=num_samples)
