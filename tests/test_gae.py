@@ -1,11 +1,22 @@
-"""gae: Triton (interpreter) and torch paths against a plain reverse loop in float64."""
+"""gae: Triton (compiled on a GPU, interpreted on CPU) and torch paths against a plain reverse loop
+in float64."""
 
 import pytest
 import torch
 
 from rlkd_fast.kernels.gae import _gae_triton, gae, gae_reference, masked_whiten
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 LOW = (torch.float16, torch.bfloat16)
+
+
+@pytest.fixture(autouse=True)
+def on_device():
+    """Tensors are made on the GPU where there is one (compiled kernels), else on the CPU (the
+    Triton interpreter)."""
+    with torch.device(DEVICE):
+        yield
 
 
 @pytest.fixture(autouse=True)

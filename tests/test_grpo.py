@@ -1,9 +1,20 @@
-"""grpo_advantages: Triton (interpreter) and torch paths against a per-group float64 loop."""
+"""grpo_advantages: Triton (compiled on a GPU, interpreted on CPU) and torch paths against a
+per-group float64 loop."""
 
 import pytest
 import torch
 
 from rlkd_fast.kernels.grpo import _grpo_triton, grpo_advantages
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def on_device():
+    """Tensors are made on the GPU where there is one (compiled kernels), else on the CPU (the
+    Triton interpreter)."""
+    with torch.device(DEVICE):
+        yield
 
 
 @pytest.fixture(autouse=True)

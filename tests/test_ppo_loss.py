@@ -1,4 +1,5 @@
-"""ppo_loss: Triton (interpreter) and torch paths against the float64 reference and its autograd."""
+"""ppo_loss: Triton (compiled on a GPU, interpreted on CPU) and torch paths against the float64
+reference and its autograd."""
 
 import pytest
 import torch
@@ -11,7 +12,17 @@ from rlkd_fast.kernels.ppo_loss import (
     ppo_loss_reference,
 )
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 REDUCTIONS = ["seq-mean-token-mean", "token-mean"]
+
+
+@pytest.fixture(autouse=True)
+def on_device():
+    """Tensors are made on the GPU where there is one (compiled kernels), else on the CPU (the
+    Triton interpreter)."""
+    with torch.device(DEVICE):
+        yield
 
 
 @pytest.fixture(autouse=True)
