@@ -159,13 +159,18 @@ if HAS_TRITON:
 
     @triton.jit
     def _scale_kernel(x_ptr, g_ptr, n, BLOCK: tl.constexpr):
-        """``x *= g`` for a scalar ``g`` read on the device; a no-op when ``g == 1`` (no sync)."""
+        """``x *= g`` for a scalar ``g`` read on the device; a no-op when ``g == 1`` (no sync).
+
+        A fixed, small grid striding over the tiles: when g == 1 only those few programs start.
+        """
         g = tl.load(g_ptr).to(tl.float32)
         if g != 1.0:
-            offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-            ok = offs < n
-            x = tl.load(x_ptr + offs, mask=ok).to(tl.float32)
-            tl.store(x_ptr + offs, (x * g).to(x_ptr.dtype.element_ty), mask=ok)
+            n_prog = tl.num_programs(0)
+            for i in range(tl.program_id(0), tl.cdiv(n, BLOCK), n_prog):
+                offs = tl.full([BLOCK], i, tl.int64) * BLOCK + tl.arange(0, BLOCK)
+                ok = offs < n
+                x = tl.load(x_ptr + offs, mask=ok).to(tl.float32)
+                tl.store(x_ptr + offs, (x * g).to(x_ptr.dtype.element_ty), mask=ok)
 
     def _gpu_configs() -> list:
         # one row per program on a GPU: a long vocab loop per row, the row re-read from L2
@@ -200,9 +205,9 @@ def launch_rows(kernel, tuned_kernel, n_rows: int, V: int, *args, **meta) -> Non
 
 def scale_(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """``x *= g`` in place (``g`` a 0-d tensor on x's device), skipped on the device if g == 1."""
-    block = 1 << 16 if interpreting() else 8192
-    _scale_kernel[(triton.cdiv(x.numel(), block),)](x, g.reshape(1), x.numel(), BLOCK=block,
-                                                    num_warps=8)
+    block, max_programs = (1 << 16, 4) if interpreting() else (8192, 1024)
+    grid = (max(1, min(triton.cdiv(x.numel(), block), max_programs)),)
+    _scale_kernel[grid](x, g.reshape(1), x.numel(), BLOCK=block, num_warps=8)
     return x
 
 

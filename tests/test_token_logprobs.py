@@ -183,3 +183,14 @@ def test_clear_errors(backend):
             token_logprobs(logits, ids, temperature=t, backend=backend)
     with pytest.raises(ValueError, match="backend"):
         token_logprobs(logits, ids, backend="cuda")
+
+
+def test_scale_in_place_strides_over_tiles():
+    from rlkd_fast.kernels.token_logprobs import scale_
+
+    x = torch.randn(5 * 65536 + 3)  # more tiles than programs: each program loops
+    y = x.clone()
+    scale_(x, torch.tensor(1.0))
+    assert torch.equal(x, y)
+    scale_(x, torch.tensor(-2.5))
+    assert torch.equal(x, y * -2.5)
