@@ -3,7 +3,7 @@ the forward pass.
 
 Per valid token (PAPER_NOTES, "PPO as in ReFT"), with rho = exp(logp - logp_old):
 
-    policy  = max(-A * rho, -A * clip(rho, 1 - clip, 1 + clip))
+    policy  = max(-A * rho, -A * clip(rho, 1 - clip, 1 + clip_high))   (clip_high = clip unless set)
               (dual clip c: for A < 0, min(policy, -A * c), as in verl)
     value   = 0.5 * max((V - R)^2, (clip(V, V_old - value_clip, V_old + value_clip) - R)^2)
     loss    = reduce(policy) + vf_coef * reduce(value)
@@ -181,8 +181,8 @@ if HAS_TRITON:
 def _ppo_fwd_triton(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
     mask: torch.Tensor | None, values: torch.Tensor | None, old_values: torch.Tensor | None,
-    returns: torch.Tensor | None, clip: float, value_clip: float, vf_coef: float,
-    dual_clip: float | None, seq_mean: bool, need_grad: bool,
+    returns: torch.Tensor | None, clip: float, clip_high: float, value_clip: float,
+    vf_coef: float, dual_clip: float | None, seq_mean: bool, need_grad: bool,
     block: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss [], stats [8], grad_logp [B,T] fp32, grad_values [B,T] fp32 or [0]); the gradients
@@ -205,7 +205,7 @@ def _ppo_fwd_triton(
         lp, olp, adv, m, v, ov, ret, glp, gv, part,
         b, t, lp.stride(0), olp.stride(0), adv.stride(0), m.stride(0), v.stride(0),
         ov.stride(0), ret.stride(0),
-        1.0 - clip, 1.0 + clip, value_clip, vf_coef, dual_clip or 0.0, chunks,
+        1.0 - clip, 1.0 + clip_high, value_clip, vf_coef, dual_clip or 0.0, chunks,
         HAS_MASK=mask is not None, HAS_VALUES=has_v,
         HAS_OLD_VALUES=has_v and old_values is not None, DUAL=dual_clip is not None,
         SEQ_MEAN=seq_mean, NEED_GRAD=need_grad, BLOCK_B=block_b, BLOCK_T=block_t,
@@ -238,16 +238,17 @@ def _ppo_bwd_triton(grad_loss: torch.Tensor, stats: torch.Tensor, glp: torch.Ten
 def _ppo_fwd_op(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
     mask: torch.Tensor | None, values: torch.Tensor | None, old_values: torch.Tensor | None,
-    returns: torch.Tensor | None, clip: float, value_clip: float, vf_coef: float,
-    dual_clip: float | None, seq_mean: bool, need_grad: bool,
+    returns: torch.Tensor | None, clip: float, clip_high: float, value_clip: float,
+    vf_coef: float, dual_clip: float | None, seq_mean: bool, need_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return _ppo_fwd_triton(logprobs, old_logprobs, advantages, mask, values, old_values,
-                           returns, clip, value_clip, vf_coef, dual_clip, seq_mean, need_grad)
+                           returns, clip, clip_high, value_clip, vf_coef, dual_clip, seq_mean,
+                           need_grad)
 
 
 @_ppo_fwd_op.register_fake
-def _(logprobs, old_logprobs, advantages, mask, values, old_values, returns, clip, value_clip,
-      vf_coef, dual_clip, seq_mean, need_grad):
+def _(logprobs, old_logprobs, advantages, mask, values, old_values, returns, clip, clip_high,
+      value_clip, vf_coef, dual_clip, seq_mean, need_grad):
     f32 = dict(dtype=torch.float32, device=logprobs.device)
     shape = logprobs.shape if need_grad else (0,)
     vshape = shape if values is not None else (0,)
@@ -285,7 +286,7 @@ def _backward_with(bwd, ctx, grad_loss):
         raise RuntimeError("ppo_loss: no gradient was stored; call it with grad mode on and an "
                            "input that requires grad")
     dlp, dv = bwd(grad_loss, stats, glp, gv, ctx.lp_dtype, ctx.v_dtype)
-    return (dlp, None, None, None, dv if ctx.has_values else None, *[None] * 8)
+    return (dlp, None, None, None, dv if ctx.has_values else None, *[None] * 9)
 
 
 def _backward(ctx, grad_loss, _grad_stats, _grad_glp, _grad_gv):
@@ -319,6 +320,7 @@ def ppo_loss_reference(
     old_values: torch.Tensor | None = None, returns: torch.Tensor | None = None,
     clip: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1,
     dual_clip: float | None = None, reduction: str = "seq-mean-token-mean",
+    clip_high: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`ppo_loss` in plain PyTorch, differentiable by autograd.
 
@@ -344,7 +346,8 @@ def ppo_loss_reference(
     a = take(advantages)
     log_ratio = take(logprobs) - take(old_logprobs)
     ratio = torch.exp(log_ratio)
-    pg1, pg2 = -a * ratio, -a * ratio.clamp(1 - clip, 1 + clip)
+    high = clip if clip_high is None else clip_high
+    pg1, pg2 = -a * ratio, -a * ratio.clamp(1 - clip, 1 + high)
     pg = torch.maximum(pg1, pg2)
     lower = torch.zeros_like(valid)
     if dual_clip is not None:
@@ -375,7 +378,7 @@ def ppo_loss_reference(
 # Public function
 # ------------------------------------------------------------------------------------------------
 def _check(logprobs, old_logprobs, advantages, mask, values, old_values, returns, clip,
-           value_clip, vf_coef, dual_clip, reduction) -> None:
+           clip_high, value_clip, vf_coef, dual_clip, reduction) -> None:
     for name, x in (("logprobs", logprobs), ("old_logprobs", old_logprobs),
                     ("advantages", advantages), ("values", values), ("old_values", old_values),
                     ("returns", returns)):
@@ -393,6 +396,8 @@ def _check(logprobs, old_logprobs, advantages, mask, values, old_values, returns
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     check_range("clip", clip, 0.0, float("inf"))
+    if clip_high is not None:
+        check_range("clip_high", clip_high, 0.0, float("inf"))
     check_range("value_clip", value_clip, 0.0, float("inf"))
     check_range("vf_coef", vf_coef, 0.0, float("inf"))
     if dual_clip is not None and not float(dual_clip) > 1.0:
@@ -405,7 +410,7 @@ def ppo_loss(
     old_values: torch.Tensor | None = None, returns: torch.Tensor | None = None,
     clip: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1,
     dual_clip: float | None = None, reduction: str = "seq-mean-token-mean",
-    backend: str = "auto",
+    clip_high: float | None = None, backend: str = "auto",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO clipped surrogate + clipped value loss, differentiable w.r.t. logprobs and values.
 
@@ -418,10 +423,12 @@ def ppo_loss(
         old_values: [B, T] the rollout's values; with them the value is clipped to
             ``old_values +- value_clip``; None = unclipped value loss.
         returns: [B, T] value targets; required with ``values``.
-        clip: PPO ratio clip epsilon (>= 0). value_clip: >= 0. vf_coef: value-loss weight (>= 0).
+        clip: PPO ratio clip epsilon (>= 0): the ratio is clipped to [1 - clip, 1 + clip_high].
+        value_clip: >= 0. vf_coef: value-loss weight (>= 0).
         dual_clip: None, or c > 1 to bound the loss of negative-advantage tokens by -A * c.
         reduction: "seq-mean-token-mean" (mean over each row's valid tokens, then over the rows
             that have any) or "token-mean" (mean over all valid tokens).
+        clip_high: upper clip epsilon (>= 0; DAPO's clip-higher); None = ``clip``.
         backend: "auto" | "triton" | "torch".
 
     Returns:
@@ -432,13 +439,13 @@ def ppo_loss(
     Gradients reach ``logprobs`` and ``values`` only, in their own dtypes.
     """
     _check(logprobs, old_logprobs, advantages, mask, values, old_values, returns, clip,
-           value_clip, vf_coef, dual_clip, reduction)
+           clip_high, value_clip, vf_coef, dual_clip, reduction)
     if resolve_backend(backend, logprobs) == "torch":
         loss, stats = ppo_loss_reference(
             logprobs, old_logprobs.detach(), advantages.detach(), mask, values,
             None if old_values is None else old_values.detach(),
             None if returns is None else returns.detach(),
-            clip, value_clip, vf_coef, dual_clip, reduction)
+            clip, value_clip, vf_coef, dual_clip, reduction, clip_high)
         return loss.float(), {k: s.float() for k, s in stats.items()}
 
     need_grad = torch.is_grad_enabled() and (
@@ -449,6 +456,7 @@ def ppo_loss(
         None if mask is None else mask.detach(), values,
         None if old_values is None else old_values.detach(),
         None if returns is None else returns.detach(),
-        float(clip), float(value_clip), float(vf_coef),
+        float(clip), float(clip if clip_high is None else clip_high), float(value_clip),
+        float(vf_coef),
         None if dual_clip is None else float(dual_clip), reduction != "token-mean", need_grad)
     return loss, dict(zip(STAT_NAMES, stats.unbind(0), strict=False))

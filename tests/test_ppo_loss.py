@@ -121,7 +121,7 @@ def test_matches_reference(backend, dtype, reduction):
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_dual_clip_and_grad_scale(backend):
     x = make(spread=1.5)  # large ratios so the dual clip bites
-    kw = dict(clip=0.1, dual_clip=1.5, vf_coef=2.0)
+    kw = dict(clip=0.1, clip_high=0.3, dual_clip=1.5, vf_coef=2.0)
     got = run(x, backend, grad_scale=-3.0, **kw)
     assert got[1]["dual_clip_frac"] > 0 and got[1]["clip_frac"] > 0
     check(got, reference(x, **kw), grad_scale=-3.0)
@@ -168,7 +168,7 @@ def test_several_blocks_and_programs(block, reduction):
     loss, stats, glp, gv = _ppo_fwd_triton(
         *(x[k] for k in ("logprobs", "old_logprobs", "advantages", "mask", "values",
                          "old_values", "returns")),
-        0.2, 0.2, 0.3, None, reduction != "token-mean", True, block=block)
+        0.2, 0.2, 0.2, 0.3, None, reduction != "token-mean", True, block=block)
     torch.testing.assert_close(loss.double(), want[0], rtol=1e-5, atol=1e-6)
     for i, k in enumerate(STAT_NAMES):
         torch.testing.assert_close(stats[i].double(), want[1][k], rtol=1e-5, atol=1e-6)
@@ -233,6 +233,8 @@ def test_errors():
         ppo_loss(lp, olp, adv, m, clip=-0.1)
     with pytest.raises(ValueError, match="value_clip"):
         ppo_loss(lp, olp, adv, m, x["values"], x["old_values"], x["returns"], value_clip=-1)
+    with pytest.raises(ValueError, match="clip_high"):
+        ppo_loss(lp, olp, adv, m, clip_high=-0.2)
     with pytest.raises(ValueError, match="dual_clip"):
         ppo_loss(lp, olp, adv, m, dual_clip=1.0)
     with pytest.raises(ValueError, match="reduction"):
