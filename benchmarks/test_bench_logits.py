@@ -114,9 +114,12 @@ def test_bench_fused_ppo_loss(B, T, V):
                   note="liger_kernel not installed" if on_gpu() else "GPU only")
     _add(table, "ppo_from_logits", size, "ours fused_ppo_loss", fwd_bwd(ours, logits), nbytes,
          "target >= 85% of copy, >= 1.4x liger")
-    if on_gpu():
-        best = getattr(fused_module._fused_tuned, "best_config", None)
-        table.rows[-1].extra["best_config"] = str(best)
+    if on_gpu():  # what the autotuner chose, and every config's median time
+        tuner = fused_module._fused_tuned
+        table.rows[-1].extra["best_config"] = str(getattr(tuner, "best_config", None))
+        timings = getattr(tuner, "configs_timings", None) or {}
+        table.rows[-1].extra["config_ms"] = {str(c): (t[0] if isinstance(t, list | tuple) else t)
+                                             for c, t in timings.items()}
     ours_row = table.rows[-1]
     liger_row = next((r for r in table.rows if r.impl.startswith("liger") and r.ms), None)
     if liger_row is not None:
