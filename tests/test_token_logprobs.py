@@ -142,20 +142,22 @@ def test_float64_logits_run_the_reference():
         token_logprobs(logits, ids, backend="triton")
 
 
-def test_torch_compile_fullgraph():
-    def f(logits, ids):
-        return (token_logprobs(logits, ids, temperature=0.5) ** 2).sum()
+@pytest.mark.parametrize("inplace", [False, True])
+def test_torch_compile_fullgraph(inplace):
+    def f(weight, hidden, ids):
+        logits = hidden @ weight  # a non-leaf, as from an lm_head
+        return (token_logprobs(logits, ids, temperature=0.5, inplace_backward=inplace) ** 2).sum()
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    logits = make_logits((2, 3, 70), torch.float32).requires_grad_()
-    ids = torch.randint(0, 70, (2, 3))
-    out = compiled(logits, ids)
+    weight = torch.randn(16, 70, requires_grad=True)
+    hidden, ids = torch.randn(2, 3, 16), torch.randint(0, 70, (2, 3))
+    out = compiled(weight, hidden, ids)
     out.backward()
-    x = logits.detach().double().requires_grad_()
-    ref = (token_logprobs_reference(x, ids, 0.5) ** 2).sum()
+    w64 = weight.detach().double().requires_grad_()
+    ref = (token_logprobs_reference(hidden.double() @ w64, ids, 0.5) ** 2).sum()
     ref.backward()
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(logits.grad.double(), x.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
