@@ -1,6 +1,10 @@
 """ppo_loss: Triton (compiled on a GPU, interpreted on CPU) and torch paths against the float64
 reference and its autograd."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -305,10 +309,6 @@ build(grpo._grpo_kernel, 4, {"R": "*bf16"}, SCALE=True, BLOCK_N=256, BLOCK_G=16)
 
 
 def test_kernels_compile_for_h100():
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-c", _SM90_SCRIPT], env=env, capture_output=True,
                           text=True, timeout=300)
