@@ -95,6 +95,15 @@ def test_upstream_gradient_scales_the_stored_gradient():
     check(*run_both(*inputs, grad_scale=-2.5, kl_coef=0.1), torch.bfloat16)
 
 
+def test_second_backward_is_refused():
+    logits, ids, old, adv, mask, _ = make_inputs(2, 3, 50, torch.float32)
+    x = logits.requires_grad_()
+    loss, _ = fused_ppo_loss(x, ids, old, adv, mask)
+    (2 * loss).backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        loss.backward()
+
+
 def test_all_masked_batch_gives_zero_loss_and_zero_grad(poison):
     logits, ids, old, adv, _, ref = make_inputs(3, 4, 100, torch.bfloat16)
     ids[1, 2] = -100  # an ignore-index style id at a masked position is fine
