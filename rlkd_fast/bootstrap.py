@@ -1,0 +1,266 @@
+"""What a training run needs before its first step: data, models, judges, the executor.
+
+Hub ids and local directories are loaded as they are. The name ``tiny`` builds the offline
+default instead: a byte-BPE tokenizer and a small Llama-style student trained from scratch on the
+synthetic problems, and a tiny "teacher" judge taught to answer Yes/No on correct and mistaken
+programs. Both are cached under ``cache_dir`` (written atomically), so only the first run pays.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlkd_fast.config import TrainConfig
+from rlkd_fast.data import Problem, load_split
+from rlkd_fast.policy import PolicyWithValue
+from rlkd_fast.prompts import judge_prompt, pot_prompt, program_body, program_from_completion
+from rlkd_fast.prompts import program_header as header_of
+
+TINY_VERSION = 1  # bump when the tiny builders change, so stale caches are not reused
+
+
+@dataclass
+class RunData:
+    labeled: list[Problem]  # question, answer and program (SFT and the verifiable reward)
+    unlabeled: list[Problem]  # questions only are used
+    test: list[Problem]  # held-out, with answers
+
+
+def _take(problems, limit: int) -> list[Problem]:
+    return list(problems)[:limit] if limit else list(problems)
+
+
+def load_data(cfg: TrainConfig) -> RunData:
+    """The labeled, unlabeled and held-out problems of the run, checked for what each needs."""
+    def split(name, source, split_name, limit, fraction=1.0):
+        size = {"size": limit} if name == "synthetic" and limit else {}
+        return _take(load_split(name, source, split=split_name, fraction=fraction,
+                                seed=cfg.seed, **size), limit)
+
+    labeled = split(cfg.labeled, cfg.labeled_source, cfg.labeled_split, cfg.max_train)
+    unlabeled = split(cfg.unlabeled, cfg.unlabeled_source, cfg.unlabeled_split,
+                      cfg.max_unlabeled, cfg.unlabeled_fraction)
+    test = split(cfg.eval_dataset, cfg.eval_source, cfg.eval_split, cfg.max_eval)
+    if "sft" in cfg.stages:
+        missing = sum(p.program is None for p in labeled)
+        if missing:
+            raise ValueError(f"SFT needs programs: {missing} of {len(labeled)} labeled problems "
+                             f"({cfg.labeled}) have none")
+    if cfg.coef_vr > 0 and any(p.answer is None for p in labeled):
+        raise ValueError(f"the verifiable reward needs answers; {cfg.labeled} has rows without")
+    if any(p.answer is None for p in test):
+        raise ValueError(f"evaluation needs answers; {cfg.eval_dataset}/{cfg.eval_split} has "
+                         "rows without")
+    return RunData(labeled, unlabeled, test)
+
+
+# ---------------------------------------------------------------------------- tiny models
+def _cache(cfg: TrainConfig) -> Path:
+    return Path(os.path.expanduser(cfg.cache_dir))
+
+
+def _key(**parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _atomic_dir(final: Path, build) -> Path:
+    """Run ``build(tmp)`` into a temporary directory and rename it to ``final``."""
+    if final.exists():
+        return final
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    build(tmp)
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _tiny_tokenizer_dir(cfg: TrainConfig) -> Path:
+    from rlkd_fast.tiny import train_tokenizer
+
+    final = _cache(cfg) / f"tiny-tokenizer-{_key(v=TINY_VERSION)}"
+
+    def build(tmp: Path) -> None:
+        corpus = load_split("synthetic", split="train", size=3000, seed=1234)
+        texts = [pot_prompt(p.question) + program_body(p.program) for p in corpus]
+        texts += [judge_prompt(p.question, p.program) + " Yes" for p in corpus[:500]]
+        train_tokenizer(texts).save_pretrained(tmp)
+
+    return _atomic_dir(final, build)
+
+
+def resolve_student(cfg: TrainConfig, data: RunData, main: bool = True) -> str:
+    """The student's hub id or directory; for ``tiny``, an untrained tiny model (cached)."""
+    if cfg.student != "tiny":
+        return cfg.student
+    from transformers import AutoTokenizer
+
+    from rlkd_fast.tiny import tiny_causal_lm
+
+    tok_dir = _tiny_tokenizer_dir(cfg)
+    final = _cache(cfg) / ("tiny-student-" + _key(v=TINY_VERSION, h=cfg.tiny_hidden,
+                                                   l=cfg.tiny_layers, seed=cfg.seed))
+
+    def build(tmp: Path) -> None:
+        tok = AutoTokenizer.from_pretrained(tok_dir)
+        heads = max(1, cfg.tiny_hidden // 32)
+        model = tiny_causal_lm(tok, hidden_size=cfg.tiny_hidden, layers=cfg.tiny_layers,
+                               heads=heads, max_positions=1024, seed=cfg.seed)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    if main:
+        _atomic_dir(final, build)
+    return str(final)
+
+
+def load_policy(cfg: TrainConfig, path: str | Path, device: torch.device
+                ) -> tuple[PolicyWithValue, object]:
+    """The student as a :class:`PolicyWithValue` (fp32, or bf16 on CUDA with ``bf16``)."""
+    from rlkd_fast.models import load_causal_lm
+
+    dtype = torch.bfloat16 if (device.type == "cuda" and cfg.bf16) else torch.float32
+    lm, tok = load_causal_lm(path, device=device, dtype=dtype)
+    policy = PolicyWithValue(lm, with_value=cfg.rl_stage != "grpo").to(device)
+    policy.load_value_head(path)
+    return policy, tok
+
+
+def save_atomic(model, tokenizer, path: str | Path) -> Path:
+    """Save a model and tokenizer to ``path`` through a temporary directory and a rename."""
+    path = Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+    def build(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return _atomic_dir(path, build)
+
+
+def frozen_copy(policy: PolicyWithValue) -> PolicyWithValue:
+    """The reference model: a frozen copy of the policy's LM (no value head)."""
+    ref = PolicyWithValue(copy.deepcopy(policy.lm), with_value=False)
+    ref.requires_grad_(False)
+    return ref.eval()
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, total: int, warmup_frac: float = 0.05):
+    warm = max(1, int(total * warmup_frac))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+# ---------------------------------------------------------------------------- rewarders
+def open_executor(cfg: TrainConfig):
+    from rlkd_fast.executor import PotExecutor
+
+    return PotExecutor(workers=cfg.exec_workers, timeout_s=cfg.exec_timeout_s,
+                       preload=("math", "sympy"), isolation=cfg.exec_isolation,
+                       conventions="reft")
+
+
+def _tiny_judge_dir(cfg: TrainConfig, device: torch.device) -> Path:
+    """Teach (once) and cache the tiny Yes/No judge of the default run."""
+    from transformers import AutoTokenizer
+
+    from rlkd_fast.judges import resolve_token_ids
+    from rlkd_fast.teacher import judge_examples, teach_judge
+    from rlkd_fast.tiny import tiny_causal_lm
+
+    tok_dir = _tiny_tokenizer_dir(cfg)
+    final = _cache(cfg) / ("tiny-judge-" + _key(v=TINY_VERSION, seed=cfg.seed,
+                                                 n=cfg.tiny_judge_problems,
+                                                 epochs=cfg.tiny_judge_epochs))
+
+    def build(tmp: Path) -> None:
+        print("teaching the tiny judge (first run only; cached in "
+              f"{final})", file=sys.stderr)
+        tok = AutoTokenizer.from_pretrained(tok_dir)
+        tok.padding_side = "left"
+        # The judge learns from its own problems: a seed no student split uses.
+        corpus = load_split("synthetic", split="train", size=cfg.tiny_judge_problems,
+                            seed=777)
+        with open_executor(cfg) as ex:
+            examples = judge_examples([p.question for p in corpus],
+                                      [p.program for p in corpus],
+                                      [p.answer for p in corpus], ex.run, seed=cfg.seed,
+                                      wrong_per_right=1)
+        prompts = [judge_prompt(q, prog) for q, prog, _ in examples]
+        labels = [ok for _, _, ok in examples]
+        model = tiny_causal_lm(tok, hidden_size=128, layers=2, heads=4, max_positions=1024,
+                               seed=cfg.seed + 1).to(device)
+        teach_judge(model, tok, prompts, labels, resolve_token_ids(tok, ["Yes"]),
+                    resolve_token_ids(tok, ["No"]), epochs=cfg.tiny_judge_epochs,
+                    batch_size=32, lr=2e-3,
+                    seed=cfg.seed, progress=cfg.progress)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return _atomic_dir(final, build)
+
+
+def load_yon_judge(cfg: TrainConfig, data: RunData, device: torch.device, main: bool = True,
+                   acc=None):
+    from rlkd_fast.judges import YoNJudge
+
+    judge_device = torch.device(cfg.judge_device) if cfg.judge_device else device
+    path = cfg.judge
+    if cfg.judge == "tiny":
+        if main:
+            path = _tiny_judge_dir(cfg, judge_device)
+        if acc is not None:
+            acc.wait_for_everyone()
+        path = _tiny_judge_dir(cfg, judge_device)
+    kwargs = {"template": cfg.judge_template} if cfg.judge_template else {}
+    return YoNJudge.from_pretrained(path, device=judge_device, tau=cfg.judge_tau,
+                                    delta=cfg.judge_delta, min_lines=cfg.judge_min_lines,
+                                    batch_size=cfg.judge_batch_size, **kwargs)
+
+
+def load_reranker(cfg: TrainConfig, device: torch.device):
+    from rlkd_fast.judges import RerankJudge
+
+    return RerankJudge.from_pretrained(cfg.reranker, device=device)
+
+
+def student_prompt(cfg: TrainConfig, question: str) -> str:
+    """The student's prompt: ReFT's, or (``prompt_style="header"``) only the primed header."""
+    if cfg.prompt_style == "header":
+        return header_of(question, anti_hacking=cfg.anti_hacking_suffix)
+    return pot_prompt(question, primed=True, anti_hacking=cfg.anti_hacking_suffix)
+
+
+# ---------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def greedy_accuracy(model, tokenizer, problems: list[Problem], cfg: TrainConfig,
+                    executor) -> float:
+    """Share of ``problems`` whose greedy program executes to the gold answer (within 1e-2)."""
+    from rlkd_fast.rewards import verifiable_reward
+    from rlkd_fast.rollout import generate
+
+    prompts = [student_prompt(cfg, p.question) for p in problems]
+    roll = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
+                    do_sample=False, batch_size=64, max_prompt_length=cfg.max_prompt_tokens)
+    programs = [program_from_completion(t, primer=header_of(p.question))
+                for t, p in zip(roll.texts, problems, strict=True)]
+    rewards = verifiable_reward(executor.run(programs), [p.answer for p in problems])
+    return sum(float(r) == 1.0 for r in rewards) / max(1, len(problems))

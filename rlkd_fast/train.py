@@ -1,0 +1,502 @@
+"""``python -m rlkd_fast.train``: SFT warm-up, then PPO or GRPO on mixed rewards.
+
+    L = coef_vr * L_VR (labeled loader) + coef_yon * L_YoN (unlabeled) + coef_rerank * L_rerank
+
+With no arguments it runs the embedded default, offline on a CPU: synthetic problems, a tiny
+student and a tiny locally taught judge, SFT warm-up, evaluation, PPO with coef_vr = coef_yon = 0.5,
+evaluation again. ``--config run.yaml`` and ``key=value`` overrides set everything else
+(``rlkd_fast/configs/`` holds the paper's runs). ``--resume`` continues a killed run from its last
+checkpoint. Under ``accelerate launch`` it trains data-parallel (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from rlkd_fast import bootstrap
+from rlkd_fast.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from rlkd_fast.checkpoint import set_rng_state as restore_rng
+from rlkd_fast.config import TrainConfig, load_config
+from rlkd_fast.metrics import MetricsLog, plot_curves
+from rlkd_fast.policy import PolicyWithValue, SequenceBatch
+from rlkd_fast.ppo import (
+    Experience,
+    group_advantages,
+    minibatch_loss,
+    ppo_token_advantages,
+    score_tokens,
+)
+from rlkd_fast.prompts import (
+    count_program_lines,
+    program_body,
+    program_from_completion,
+    program_header,
+)
+
+SHORT_PROGRAM_LINES = 4  # responses under this many lines count toward the collapse metric
+
+
+class IndexStream:
+    """Endless batches of indices into a data set: a fresh seeded permutation per epoch.
+
+    Its position is part of the checkpoint, so a resumed run sees the same batches."""
+
+    def __init__(self, size: int, seed: int):
+        if size < 1:
+            raise ValueError("a data loader got an empty data set")
+        self.size, self.seed, self.epoch, self.pos = size, seed, 0, 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(self.size, generator=gen)
+
+    def next(self, n: int) -> list[int]:
+        out = []
+        while len(out) < n:
+            if self.pos == self.size:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._perm = self._permutation()
+            take = min(n - len(out), self.size - self.pos)
+            out += self._perm[self.pos:self.pos + take].tolist()
+            self.pos += take
+        return out
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._perm = self._permutation()
+
+
+class Trainer:
+    """Holds the run's models, data and state; ``run()`` executes the configured stages."""
+
+    def __init__(self, cfg: TrainConfig):
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.t0 = time.time()
+        cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+        self.acc = Accelerator(cpu=cpu)
+        self.device = self.acc.device if cfg.device == "auto" or cpu else torch.device(cfg.device)
+        self.main = self.acc.is_main_process
+        self.out = Path(cfg.output_dir)
+        self.timers: dict[str, float] = defaultdict(float)
+        torch.manual_seed(cfg.seed + self.acc.process_index)
+
+        self.data = bootstrap.load_data(cfg)
+        self.student_path = bootstrap.resolve_student(cfg, self.data, main=self.main)
+        self.acc.wait_for_everyone()
+        self.policy, self.tokenizer = bootstrap.load_policy(cfg, self.student_path, self.device)
+        self.ref: PolicyWithValue | None = None
+        self.executor = None
+        self.judges: dict[str, Any] = {}
+        self.state: dict[str, Any] = {"sft_step": 0, "sft_done": False, "rl_step": 0,
+                                      "initial_accuracy": None, "evals": []}
+        self.streams = {
+            "sft": IndexStream(len(self.data.labeled), cfg.seed),
+            "labeled": IndexStream(len(self.data.labeled), cfg.seed + 1),
+            "unlabeled": IndexStream(len(self.data.unlabeled), cfg.seed + 2),
+        }
+
+    # ------------------------------------------------------------------ top level
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        resumed_from = self._maybe_resume() if cfg.resume else None
+        self.log = MetricsLog(self.out, resume_step=self._global_step() if resumed_from else None) \
+            if self.main else None
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        if "sft" in cfg.stages and not self.state["sft_done"]:
+            self.sft()
+        if self.state["initial_accuracy"] is None:
+            self.state["initial_accuracy"] = self.evaluate("initial")
+            self.checkpoint()
+        if cfg.rl_stage:
+            self.rl()
+        final = self.evaluate("final")
+        return self._finish(final, resumed_from)
+
+    def _global_step(self) -> int:
+        return self.state["sft_step"] + self.state["rl_step"]
+
+    # ------------------------------------------------------------------ SFT
+    def sft(self) -> None:
+        cfg = self.cfg
+        total = math.ceil(cfg.sft_epochs * len(self.data.labeled) / cfg.sft_batch_size)
+        if total == 0:
+            self.state["sft_done"] = True
+            return
+        opt = torch.optim.AdamW(self.policy.lm.parameters(), lr=cfg.sft_lr, weight_decay=0.0)
+        sched = bootstrap.warmup_cosine(opt, total)
+        if "sft_optimizer" in self.state:
+            opt.load_state_dict(self.state.pop("sft_optimizer"))
+            sched.load_state_dict(self.state.pop("sft_scheduler"))
+        model, opt = self.acc.prepare(self.policy.lm, opt)
+        model.train()
+        bar = tqdm(total=total, initial=self.state["sft_step"], desc="sft",
+                   disable=not (cfg.progress and self.main))
+        while self.state["sft_step"] < total:
+            idx = self.streams["sft"].next(cfg.sft_batch_size)
+            t = time.time()
+            loss = self._sft_loss(model, [self.data.labeled[i] for i in idx])
+            opt.zero_grad(set_to_none=True)
+            self.acc.backward(loss)
+            self.acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            self.state["sft_step"] += 1
+            self.timers["update"] += time.time() - t
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if self.main:
+                self.log.log(self._global_step(), {"stage": "sft", "sft/loss": loss.item(),
+                                                   "lr": sched.get_last_lr()[0]})
+            done = self.state["sft_step"] == total
+            self.state["sft_done"] = done
+            if done or (cfg.save_every and self.state["sft_step"] % (cfg.save_every * 5) == 0):
+                self.checkpoint(extra={} if done else {"sft_optimizer": opt.state_dict(),
+                                                       "sft_scheduler": sched.state_dict()})
+        bar.close()
+        model.eval()
+
+    def _sft_loss(self, model, problems) -> torch.Tensor:
+        """Cross-entropy on the program body + EOS; the prompt is masked out."""
+        tok = self.tokenizer
+        rows, labels = [], []
+        for p in problems:
+            prompt = bootstrap.student_prompt(self.cfg, p.question)
+            body = program_body(p.program)  # the primed prompt already holds the header
+            a = tok(prompt, add_special_tokens=False).input_ids[-self.cfg.max_prompt_tokens:]
+            b = tok(body, add_special_tokens=False).input_ids[:self.cfg.max_new_tokens - 1]
+            b = b + [tok.eos_token_id]
+            rows.append(a + b)
+            labels.append([-100] * len(a) + b)
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), tok.pad_token_id)
+        lab = torch.full((len(rows), width), -100)
+        att = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (r, lb) in enumerate(zip(rows, labels, strict=True)):
+            ids[i, :len(r)], lab[i, :len(lb)], att[i, :len(r)] = torch.tensor(r), \
+                torch.tensor(lb), 1
+        ids, lab, att = ids.to(self.device), lab.to(self.device), att.to(self.device)
+        logits = model(input_ids=ids, attention_mask=att).logits[:, :-1]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                               lab[:, 1:].reshape(-1), ignore_index=-100)
+
+    # ------------------------------------------------------------------ RL
+    def _sources(self) -> list[tuple[str, float]]:
+        cfg = self.cfg
+        return [(s, c) for s, c in (("vr", cfg.coef_vr), ("yon", cfg.coef_yon),
+                                    ("rerank", cfg.coef_rerank)) if c > 0]
+
+    def rl(self) -> None:
+        cfg = self.cfg
+        self.ref = self._reference() if cfg.kl_coef > 0 else None
+        if cfg.rl_stage == "grpo":
+            self.policy.value_head = None
+        opt = torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad],
+                                lr=cfg.rl_lr, eps=1e-5, weight_decay=0.0)
+        if "rl_optimizer" in self.state:
+            opt.load_state_dict(self.state.pop("rl_optimizer"))
+        ddp_policy, opt = self.acc.prepare(self.policy, opt)
+        self._open_rewarders()
+        bar = tqdm(total=cfg.rl_steps, initial=self.state["rl_step"], desc=cfg.rl_stage,
+                   disable=not (cfg.progress and self.main))
+        last_saved = self.state["rl_step"]
+        try:
+            while self.state["rl_step"] < cfg.rl_steps:
+                t = time.time()
+                experiences, rollout_stats = self.make_experience()
+                rollout_stats["time/rollout"] = time.time() - t
+                for stats in self.update(ddp_policy, opt, experiences):
+                    self.state["rl_step"] += 1
+                    bar.update(1)
+                    if self.main:
+                        self.log.log(self._global_step(), {"stage": cfg.rl_stage,
+                                                           **rollout_stats, **stats})
+                    if self.state["rl_step"] >= cfg.rl_steps:
+                        break
+                bar.set_postfix({k.split("/")[-1]: f"{v:.2f}" for k, v in rollout_stats.items()
+                                 if k.startswith("reward/")})
+                step = self.state["rl_step"]
+                if cfg.eval_every and step // cfg.eval_every > (step - 1) // cfg.eval_every:
+                    self.evaluate(f"step{step}")
+                if cfg.save_every and step - last_saved >= cfg.save_every:
+                    self.checkpoint(extra={"rl_optimizer": opt.state_dict()})
+                    last_saved = step
+        finally:
+            bar.close()
+        self.checkpoint(extra={"rl_optimizer": opt.state_dict()})
+
+    def _reference(self) -> PolicyWithValue:
+        """The frozen reference: the policy as RL found it, saved once so a resume reloads it."""
+        path = self.out / "reference"
+        if self.state["rl_step"] == 0 or not path.exists():
+            ref = bootstrap.frozen_copy(self.policy)
+            if self.main:
+                bootstrap.save_atomic(ref.lm, self.tokenizer, path)
+            self.acc.wait_for_everyone()
+            return ref
+        saved, _ = bootstrap.load_policy(self.cfg, path, self.device)
+        return bootstrap.frozen_copy(saved)
+
+    def _open_rewarders(self) -> None:
+        cfg = self.cfg
+        sources = dict(self._sources())
+        if "vr" in sources and self.executor is None:
+            self.executor = bootstrap.open_executor(cfg)
+        if "yon" in sources and "yon" not in self.judges:
+            self.judges["yon"] = bootstrap.load_yon_judge(cfg, self.data, self.device,
+                                                          main=self.main, acc=self.acc)
+        if "rerank" in sources and "rerank" not in self.judges:
+            self.judges["rerank"] = bootstrap.load_reranker(cfg, self.device)
+
+    @torch.no_grad()
+    def make_experience(self) -> tuple[list[Experience], dict[str, float]]:
+        """Roll out each active loader, score the programs, and compute advantages."""
+        from rlkd_fast.rollout import generate
+
+        cfg = self.cfg
+        k = cfg.grpo_group if cfg.rl_stage == "grpo" else 1
+        stats: dict[str, float] = {}
+        batches = {}
+        unlabeled_idx = None
+        for source, _ in self._sources():
+            if source == "vr":
+                problems = [self.data.labeled[i]
+                            for i in self.streams["labeled"].next(cfg.rollout_batch)]
+            else:  # judges share one unlabeled batch per step
+                if unlabeled_idx is None:
+                    unlabeled_idx = self.streams["unlabeled"].next(cfg.rollout_batch)
+                problems = [self.data.unlabeled[i] for i in unlabeled_idx]
+            t = time.time()
+            prompts = [bootstrap.student_prompt(cfg, p.question) for p in problems]
+            roll = generate(self.policy.lm, self.tokenizer, prompts,
+                            max_new_tokens=cfg.max_new_tokens, do_sample=True,
+                            temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                            num_samples=k, batch_size=max(64, k),
+                            max_prompt_length=cfg.max_prompt_tokens)
+            self.timers["generate"] += time.time() - t
+            rows = [problems[i] for i in roll.prompt_index.tolist()]
+            programs = [program_from_completion(text, primer=program_header(p.question))
+                        for text, p in zip(roll.texts, rows, strict=True)]
+            batches[source] = (rows, roll, programs)
+        # Execution runs in the C++ executor's processes while the judges score on this one.
+        pending = None
+        if "vr" in batches:
+            pending = self.executor.submit(batches["vr"][2])
+        scores = {}
+        for source in ("yon", "rerank"):
+            if source in batches:
+                t = time.time()
+                rows, _, programs = batches[source]
+                result = self.judges[source].score([p.question for p in rows], programs)
+                scores[source] = result.reward.float().cpu()
+                for key, value in result.extras.items():
+                    if torch.is_tensor(value) and value.numel():
+                        stats[f"judge/{source}_{key}"] = value.float().mean().item()
+                self.timers["judge"] += time.time() - t
+        if pending is not None:
+            from rlkd_fast.rewards import verifiable_reward
+
+            t = time.time()
+            rows, _, programs = batches["vr"]
+            results = pending.result()
+            scores["vr"] = torch.as_tensor(
+                verifiable_reward(results, [p.answer for p in rows]), dtype=torch.float32)
+            stats["exec/ok_frac"] = sum(r.status == "ok" for r in results) / len(results)
+            self.timers["execute"] += time.time() - t
+        experiences = []
+        for source, (rows, roll, programs) in batches.items():
+            stats[f"reward/{source}"] = scores[source].mean().item()
+            if source != "vr" and any(p.answer is not None for p in rows):
+                # Only reported: unlabeled rows' labels (when the data has them) never train.
+                correct = self._correct(programs, [p.answer for p in rows])
+                stats[f"monitor/{source}_true_accuracy"] = correct
+            lines = [count_program_lines(p) for p in programs]
+            stats[f"response/{source}_short_frac"] = sum(n < SHORT_PROGRAM_LINES
+                                                         for n in lines) / len(lines)
+            stats[f"response/{source}_tokens"] = roll.response_mask.sum(1).float().mean().item()
+            experiences.append(self._experience(source, roll, scores[source]))
+        for key in ("generate", "execute", "judge", "update"):
+            stats[f"time/{key}"] = self.timers[key]
+        stats["wall_seconds"] = time.time() - self.t0
+        return experiences, stats
+
+    def _correct(self, programs: list[str], answers: list[float | None]) -> float:
+        if self.executor is None:
+            self.executor = bootstrap.open_executor(self.cfg)
+        from rlkd_fast.rewards import verifiable_reward
+
+        results = self.executor.run(programs)
+        rewards = verifiable_reward(results, answers)
+        return sum(float(r) == 1.0 for r in rewards) / len(rewards)
+
+    def _experience(self, source: str, roll, scores: torch.Tensor) -> Experience:
+        cfg = self.cfg
+        batch = SequenceBatch(roll.prompt_ids, roll.prompt_mask, roll.response_ids,
+                              roll.response_mask).to(self.device)
+        t = time.time()
+        old, ref, values = score_tokens(self.policy, self.ref, batch, cfg.temperature)
+        scores = scores.to(self.device)
+        if cfg.rl_stage == "grpo":
+            adv = group_advantages(scores, cfg.grpo_group)
+            exp = Experience(source, batch, scores, old, ref, adv)
+        else:
+            adv, ret = ppo_token_advantages(scores, batch.response_mask, old, ref, values,
+                                            cfg.kl_coef, cfg.gamma, cfg.lam,
+                                            cfg.whiten_advantages)
+            exp = Experience(source, batch, scores, old, ref, adv, values, ret)
+        self.timers["update"] += time.time() - t
+        return exp
+
+    def update(self, ddp_policy, opt, experiences: list[Experience]):
+        """PPO epochs over minibatches; yields the stats of each optimizer step."""
+        cfg = self.cfg
+        coef = dict(self._sources())
+        n = len(experiences[0])
+        minibatches = max(1, n // min(cfg.minibatch_size, n))
+        self.policy.train()
+        for _ in range(cfg.ppo_epochs):
+            perms = {e.source: torch.randperm(len(e)) for e in experiences}
+            for m in range(minibatches):
+                t = time.time()
+                opt.zero_grad(set_to_none=True)
+                step_stats: dict[str, float] = {}
+                for exp in experiences:
+                    idx = perms[exp.source].chunk(minibatches)[m].to(self.device)
+                    sync = nullcontext() if exp is experiences[-1] else self.acc.no_sync(ddp_policy)
+                    with sync:
+                        loss, stats = minibatch_loss(
+                            ddp_policy, exp.select(idx), cfg.rl_stage, clip=cfg.clip,
+                            value_clip=cfg.value_clip, vf_coef=cfg.vf_coef,
+                            kl_coef=cfg.kl_coef if cfg.rl_stage == "grpo" else 0.0,
+                            entropy_coef=cfg.entropy_coef, reduction=cfg.reduction,
+                            temperature=cfg.temperature)
+                        self.acc.backward(coef[exp.source] * loss)
+                    step_stats.update({f"{exp.source}/{k}": v for k, v in stats.items()})
+                    step_stats[f"{exp.source}/loss"] = loss.item()
+                grad_norm = self.acc.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                opt.step()
+                self.timers["update"] += time.time() - t
+                step_stats["grad_norm"] = float(grad_norm)
+                yield step_stats
+        self.policy.eval()
+
+    # ------------------------------------------------------------------ evaluation, state
+    def evaluate(self, tag: str) -> float:
+        """Greedy accuracy on the held-out problems (main process; others wait)."""
+        accuracy = 0.0
+        if self.main:
+            if self.executor is None:
+                self.executor = bootstrap.open_executor(self.cfg)
+            t = time.time()
+            accuracy = bootstrap.greedy_accuracy(self.policy.lm, self.tokenizer, self.data.test,
+                                                 self.cfg, self.executor)
+            self.state["evals"].append({"tag": tag, "step": self.state["rl_step"],
+                                        "accuracy": accuracy, "seconds": time.time() - t})
+            self.log.log(self._global_step(), {"eval/accuracy": accuracy, "eval/tag": tag})
+            print(f"[{tag}] held-out accuracy: {accuracy:.2%} on {len(self.data.test)} problems",
+                  file=sys.stderr)
+        self.acc.wait_for_everyone()
+        return accuracy
+
+    def checkpoint(self, extra: dict[str, Any] | None = None) -> None:
+        self.acc.wait_for_everyone()
+        if self.main:
+            state = self.state | {"streams": {k: s.state() for k, s in self.streams.items()},
+                                  "timers": dict(self.timers), **(extra or {})}
+            save_checkpoint(self.out, self._global_step(), self.policy, state)
+        self.acc.wait_for_everyone()
+
+    def _maybe_resume(self) -> str | None:
+        path = latest_checkpoint(self.out)
+        if path is None:
+            return None
+        state = load_trainer_state(path)
+        fresh, _ = bootstrap.load_policy(self.cfg, path / "policy", self.device)
+        self.policy.lm.load_state_dict(fresh.lm.state_dict())
+        self.policy.load_value_head(path / "policy")
+        for name, s in state.pop("streams").items():
+            self.streams[name].load(s)
+        self.timers.update(state.pop("timers", {}))
+        restore_rng(state.pop("rng"))
+        state.pop("step", None)
+        self.state = state
+        if self.main:
+            print(f"resumed from {path}", file=sys.stderr)
+        return str(path)
+
+    def _finish(self, final: float, resumed_from: str | None) -> dict[str, Any]:
+        summary = {
+            "initial_accuracy": self.state["initial_accuracy"],
+            "final_accuracy": final,
+            "steps": self.state["rl_step"],
+            "sft_steps": self.state["sft_step"],
+            "wall_seconds": time.time() - self.t0,
+            "stages": self.cfg.stages,
+            "coefficients": {"vr": self.cfg.coef_vr, "yon": self.cfg.coef_yon,
+                             "rerank": self.cfg.coef_rerank},
+            "eval_problems": len(self.data.test),
+            "evals": self.state["evals"],
+            "time_split_seconds": dict(self.timers),
+            "resumed_from": resumed_from,
+        }
+        if self.main:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+            plot_curves(self.log.records(), self.out)
+            self.log.close()
+            print(f"accuracy {summary['initial_accuracy']:.2%} -> {final:.2%} after "
+                  f"{summary['steps']} RL steps, {summary['wall_seconds']:.0f} s; "
+                  f"outputs in {self.out}", file=sys.stderr)
+        if self.executor is not None:
+            self.executor.close()
+        return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="python -m rlkd_fast.train",
+        description="RL-based knowledge distillation with an LLM judge (SFT, PPO, GRPO). "
+                    "With no arguments: the embedded offline default.")
+    parser.add_argument("--config", help="YAML file of TrainConfig fields")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--output-dir", help="where checkpoints, metrics and plots go")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. rl_steps=200 coef_yon=1 coef_vr=0")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    if args.resume:
+        overrides.append("resume=true")
+    try:
+        cfg = load_config(args.config, overrides)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bars say what is going on
+    return Trainer(cfg).run()
+
+
+if __name__ == "__main__":
+    main()
