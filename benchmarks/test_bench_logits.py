@@ -11,13 +11,17 @@ accumulation pass is timed), the fraction of copy bandwidth for the bytes the op
 needs a second read) and peak memory above the inputs.
 """
 
+import importlib
+
 import pytest
 import torch
 
 from benchmarks._harness import Table, bench, copy_bandwidth, device, on_gpu, peak_memory_mb
-from rlkd_fast.kernels import fused_ppo_loss as fused_module
 from rlkd_fast.kernels.fused_ppo_loss import fused_ppo_loss
 from rlkd_fast.kernels.token_logprobs import token_logprobs
+
+# the module itself (the package exports a function of the same name)
+fused_module = importlib.import_module("rlkd_fast.kernels.fused_ppo_loss")
 
 SIZES = [(16, 1024, 50000), (8, 1024, 151936)] if on_gpu() else [(2, 8, 300)]
 CLIP, KL_COEF = 0.2, 0.04

@@ -40,7 +40,11 @@ from .token_logprobs import (
 
 REDUCTIONS = ("seq-mean-token-mean", "token-mean")
 KL_ESTIMATORS = ("k3", "k1")
-STAT_NAMES = ("policy_loss", "kl", "entropy", "clip_frac", "approx_kl")
+# Stats, each reduced like the loss (as ppo_loss's): clip_frac = share of tokens whose ratio is
+# clipped, dual_clip_frac = share capped by the dual clip, approx_kl = 0.5 (logp - old)^2.
+STAT_NAMES = ("policy_loss", "kl", "entropy", "clip_frac", "approx_kl", "dual_clip_frac",
+              "ratio_mean")
+N_STATS = len(STAT_NAMES)
 
 if HAS_TRITON:
     import triton
@@ -56,12 +60,13 @@ if HAS_TRITON:
     )
 
     _LN2 = tl.constexpr(LN2)
+    _N_STATS = tl.constexpr(N_STATS)
 
     @triton.jit
     def _fused_ppo_fwd_kernel(
         logits_ptr, grad_ptr,            # [B,T,V] (strides sb, st, 1), [B*T, V] contiguous
         ids_ptr, old_ptr, adv_ptr, ref_ptr, w_ptr,  # [N] each ([B] for per-sequence advantages)
-        logp_ptr, stats_ptr,             # [N] f32, [5, N] f32
+        logp_ptr, stats_ptr,             # [N] f32, [N_STATS, N] f32
         N, T, V, stride_b, stride_t, k, inv_temp,
         clip_lo, clip_hi, dual_clip, kl_coef, ent_coef,
         ADV_PER_SEQ: tl.constexpr, HAS_REF: tl.constexpr, KL_K3: tl.constexpr,
@@ -78,7 +83,7 @@ if HAS_TRITON:
                 _write_zeros(grad_ptr, dst, row_ok, V, BLOCK_R, BLOCK_V)
             zero = tl.zeros([BLOCK_R], tl.float32)
             tl.store(logp_ptr + rows, zero, mask=row_ok)
-            for j in tl.static_range(5):
+            for j in tl.static_range(_N_STATS):
                 tl.store(stats_ptr + j * N + rows, zero, mask=row_ok)
         else:
             src = _row_offsets(rows, T, stride_b, stride_t)
@@ -97,12 +102,13 @@ if HAS_TRITON:
             pg2 = -adv * tl.minimum(tl.maximum(ratio, clip_lo), clip_hi)
             clipped = pg2 > pg1
             pg = tl.where(clipped, pg2, pg1)
+            dual = tl.zeros([BLOCK_R], tl.int1)
             if HAS_DUAL:
                 cap = -adv * dual_clip
                 dual = (adv < 0) & (pg > cap)
                 pg = tl.where(dual, cap, pg)
-                clipped = clipped | dual
-            dpg = tl.where(clipped, 0.0, pg1)  # d(-A ratio)/dlogp = -A ratio; 0 once clipped
+            # d(-A ratio)/dlogp = -A ratio; 0 once clipped or capped
+            dpg = tl.where(clipped | dual, 0.0, pg1)
 
             if HAS_REF:
                 ref = tl.load(ref_ptr + rows, mask=row_ok, other=0.0)
@@ -135,6 +141,8 @@ if HAS_TRITON:
             dlp = logp - old
             tl.store(stats_ptr + 4 * N + rows, tl.where(valid, 0.5 * dlp * dlp, 0.0),
                      mask=row_ok)
+            tl.store(stats_ptr + 5 * N + rows, (valid & dual).to(tl.float32), mask=row_ok)
+            tl.store(stats_ptr + 6 * N + rows, tl.where(valid, ratio, 0.0), mask=row_ok)
 
     _fused_tuned = tuned(_fused_ppo_fwd_kernel)
 
@@ -145,23 +153,22 @@ if HAS_TRITON:
 @torch.library.custom_op("rlkd_fast::fused_ppo_loss", mutates_args=())
 def _fused_op(
     logits: torch.Tensor, ids: torch.Tensor, old_logprobs: torch.Tensor,
-    advantages: torch.Tensor, weights: torch.Tensor, token_weights: torch.Tensor,
+    advantages: torch.Tensor, weights: torch.Tensor,
     ref_logprobs: torch.Tensor | None, clip_low: float, clip_high: float, dual_clip: float,
     kl_coef: float, kl_k3: bool, entropy_coef: float, temperature: float, check_ids: bool,
     need_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> (loss [] f32, stats [5] f32 (STAT_NAMES), logp [B,T] f32, grad [B,T,V] logits' dtype
+    """-> (loss [] f32, stats [N_STATS] f32, logp [B,T] f32, grad [B,T,V] logits' dtype
     (empty [0] unless ``need_grad``: then pass 2 is skipped)).
 
-    ``weights`` [B,T] f32 are the reduction's per-token weights (0 where masked),
-    ``token_weights`` those of a token mean (for clip_frac and approx_kl).
+    ``weights`` [B,T] f32 are the reduction's per-token weights (0 where masked).
     """
     x, T, sb, st = rows_view(logits)
     B, V = x.shape[0], x.shape[2]
     N = B * T
     grad = torch.empty((B, T, V) if need_grad else (0,), dtype=x.dtype, device=x.device)
     logp = torch.empty((B, T), dtype=torch.float32, device=x.device)
-    per_token = torch.empty((5, N), dtype=torch.float32, device=x.device)
+    per_token = torch.empty((N_STATS, N), dtype=torch.float32, device=x.device)
     f32 = lambda t: t.float().contiguous()
     ref = f32(ref_logprobs) if ref_logprobs is not None else logp  # dummy pointer when absent
     launch_rows(
@@ -174,18 +181,17 @@ def _fused_op(
     )
     if check_ids:  # after the launch (the kernel never reads out of bounds): the sync overlaps it
         check_ids_in_vocab(ids, V, where=weights)
-    stats = torch.cat([per_token[:3] @ weights.reshape(N).float(),
-                       per_token[3:] @ token_weights.reshape(N).float()])
+    stats = per_token @ weights.reshape(N).float()
     loss = stats[0] + kl_coef * stats[1] - entropy_coef * stats[2]
     return loss, stats, logp, grad
 
 
 @_fused_op.register_fake
-def _(logits, ids, old_logprobs, advantages, weights, token_weights, ref_logprobs, clip_low,
+def _(logits, ids, old_logprobs, advantages, weights, ref_logprobs, clip_low,
       clip_high, dual_clip, kl_coef, kl_k3, entropy_coef, temperature, check_ids, need_grad):
     f32 = dict(dtype=torch.float32, device=logits.device)
     grad_shape = logits.shape if need_grad else (0,)
-    return (torch.empty((), **f32), torch.empty(5, **f32), torch.empty(ids.shape, **f32),
+    return (torch.empty((), **f32), torch.empty(N_STATS, **f32), torch.empty(ids.shape, **f32),
             torch.empty(grad_shape, dtype=logits.dtype, device=logits.device))
 
 
@@ -213,15 +219,14 @@ _fused_op.register_autograd(_backward, setup_context=_setup_context)
 # ----------------------------------------------------------------------------------------------
 # Public functions
 # ----------------------------------------------------------------------------------------------
-def loss_weights(mask: torch.Tensor, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token weights [B,T] f32 of the reduction and of a plain token mean over ``mask``."""
-    n_tok = mask.sum().clamp(min=1)
-    token_mean = mask / n_tok
+def loss_weights(mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-token weights [B,T] f32 of the reduction over ``mask`` [B,T] f32 0/1 (sum to 1,
+    or to 0 for an all-masked batch)."""
     if reduction == "token-mean":
-        return token_mean, token_mean
+        return mask / mask.sum().clamp(min=1)
     per_seq = mask.sum(-1, keepdim=True)
     n_seq = (per_seq > 0).sum().clamp(min=1)
-    return mask / per_seq.clamp(min=1) / n_seq, token_mean
+    return mask / per_seq.clamp(min=1) / n_seq
 
 
 def _check_args(logits, ids, old_logprobs, advantages, mask, ref_logprobs, kl_coef,
@@ -300,9 +305,10 @@ def fused_ppo_loss(
 
     Returns:
         ``(loss, stats)``: loss a 0-d float32 tensor, differentiable with respect to ``logits``
-        only; stats a dict of detached float32 tensors: ``policy_loss``, ``kl``, ``entropy``
-        (each reduced like the loss), ``clip_frac`` and ``approx_kl`` (0.5 (logp - old)^2), both
-        means over valid tokens, and ``logprobs`` [B, T] (0 at masked positions).
+        only; stats a dict of detached float32 tensors, each reduced like the loss (as in
+        ``ppo_loss``): ``policy_loss``, ``kl``, ``entropy``, ``clip_frac`` (ratio clipped),
+        ``approx_kl`` (0.5 (logp - old)^2), ``dual_clip_frac``, ``ratio_mean``; and
+        ``logprobs`` [B, T] (0 at masked positions).
         The logits' gradient is computed in the forward pass and held until backward (one
         [B, T, V] tensor in the logits' dtype), which scales it in place: one backward per
         forward (the Triton path refuses a second).
@@ -316,9 +322,9 @@ def fused_ppo_loss(
         return fused_ppo_loss_reference(
             logits, ids, old_logprobs, advantages, mask, ref_logprobs, kl_coef, kl_estimator,
             clip, hi, dual_clip, entropy_coef, temperature, reduction)
-    weights, token_weights = loss_weights(as_mask(mask, ids), reduction)
+    weights = loss_weights(as_mask(mask, ids), reduction)
     loss, stats, logp, _ = _fused_op(
-        logits, ids, old_logprobs, advantages, weights, token_weights, ref_logprobs,
+        logits, ids, old_logprobs, advantages, weights, ref_logprobs,
         1.0 - float(clip), 1.0 + float(hi), float(dual_clip or 0.0), float(kl_coef),
         kl_estimator == "k3", float(entropy_coef), float(temperature), bool(check_ids),
         logits.requires_grad and torch.is_grad_enabled())
@@ -366,11 +372,11 @@ def fused_ppo_loss_reference(
     pg2 = -adv * ratio.clamp(1 - clip, 1 + hi)
     pg = torch.maximum(pg1, pg2)
     clipped = pg2 > pg1
+    dual = torch.zeros_like(clipped)
     if dual_clip is not None:
         cap = -adv * dual_clip
         dual = (adv < 0) & (pg > cap)
         pg = torch.where(dual, cap, pg)
-        clipped = clipped | dual
     if ref_logprobs is None:
         kl = torch.zeros_like(logp)
     else:
@@ -385,13 +391,10 @@ def fused_ppo_loss_reference(
         n = m.sum(-1)
         return (x.sum(-1) / n.clamp(min=1)).sum() / (n > 0).sum().clamp(min=1)
 
-    def token_mean(x: torch.Tensor) -> torch.Tensor:
-        return torch.where(valid, x, 0).sum() / m.sum().clamp(min=1)
-
     stats = {
         "policy_loss": reduce(pg), "kl": reduce(kl), "entropy": reduce(entropy),
-        "clip_frac": token_mean(clipped.to(dt)),
-        "approx_kl": token_mean(0.5 * (logp_valid - old) ** 2),
+        "clip_frac": reduce(clipped.to(dt)), "approx_kl": reduce(0.5 * (logp_valid - old) ** 2),
+        "dual_clip_frac": reduce(dual.to(dt)), "ratio_mean": reduce(ratio),
     }
     stats = {k: v.detach().to(torch.float32 if dt != torch.float64 else dt)
              for k, v in stats.items()}

@@ -7,7 +7,8 @@ from rlkd_fast.kernels.fused_ppo_loss import fused_ppo_loss, fused_ppo_loss_refe
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 GRAD_RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-STATS = ("policy_loss", "kl", "entropy", "clip_frac", "approx_kl", "logprobs")
+STATS = ("policy_loss", "kl", "entropy", "clip_frac", "approx_kl", "dual_clip_frac", "ratio_mean",
+         "logprobs")
 
 
 @pytest.fixture
@@ -88,6 +89,28 @@ def test_matches_float64_reference(poison, backend, dtype, cfg):
 def test_odd_shapes(poison, shape):
     inputs = make_inputs(*shape, torch.float32, hole_rate=0.0)
     check(*run_both(*inputs, kl_coef=0.1, entropy_coef=0.05), torch.float32)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_clip_and_dual_clip_branches(backend):
+    # ratios 0.5, 1.0, 3.0, 5.0, 1.5 against advantages of both signs: with clip 0.2 and
+    # dual clip 2.5, tokens 0 and 4 are clipped, 2 and 3 capped by the dual clip
+    logits = torch.randn(1, 5, 40)
+    ids = torch.randint(0, 40, (1, 5))
+    logp = torch.log_softmax(logits, -1).gather(-1, ids[..., None])[..., 0]
+    ratio = torch.tensor([[0.5, 1.0, 3.0, 5.0, 1.5]])
+    old = logp - ratio.log()
+    adv = torch.tensor([[-1.0, 1.0, -1.0, -2.0, 1.0]])
+    ours, ref = run_both(logits, ids, old, adv, None, None, backend=backend, dual_clip=2.5,
+                         reduction="token-mean")
+    check(ours, ref, torch.float32)
+    stats = ours[1]
+    assert stats["clip_frac"].item() == pytest.approx(2 / 5)
+    assert stats["dual_clip_frac"].item() == pytest.approx(2 / 5)
+    torch.testing.assert_close(stats["ratio_mean"], ratio.mean(), rtol=1e-5, atol=0)
+    # only the unclipped token 1 has a gradient: -A ratio / 5 * (onehot - p)
+    assert torch.equal(ours[2][0, [0, 2, 3, 4]], torch.zeros(4, 40))
+    assert ours[2][0, 1].abs().sum() > 0
 
 
 def test_upstream_gradient_scales_the_stored_gradient():
