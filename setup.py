@@ -38,7 +38,7 @@ setup(
     python_requires=">=3.10",
     packages=["rlkd_fast", "rlkd_fast.kernels", "rlkd_fast.configs"],
     package_dir={"rlkd_fast.kernels": "kernels"},
-    package_data={"rlkd_fast.configs": ["*.yaml", "*.json"]},
+    package_data={"rlkd_fast.configs": ["*.yaml", "accelerate/*.yaml"]},
     ext_modules=extensions(),
     install_requires=[
         "torch>=2.4",

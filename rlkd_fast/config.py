@@ -197,17 +197,41 @@ def _apply(cfg: TrainConfig, values: dict[str, Any], origin: str) -> None:
         setattr(cfg, key, _coerce(key, raw, known[key].type))
 
 
+SHIPPED = Path(__file__).parent / "configs"
+
+
+def find_config(name: str | Path) -> Path:
+    """A config file by path, or by the name of a shipped one (``galactica125m_gsm8k_vr_yon``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = SHIPPED / f"{path.name.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
+    raise FileNotFoundError(f"config file not found: {name} (shipped configs: {names})")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping; a ``base:`` key names a file (relative to this one) it extends."""
+    if path.resolve() in seen:
+        raise ValueError(f"{path}: circular base: chain")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must be a mapping of keys to values")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = path.parent / base if (path.parent / base).is_file() else find_config(base)
+    return _read_yaml(base_path, (*seen, path.resolve())) | data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults <- YAML file <- ``key=value`` overrides, then validated."""
+    """Defaults <- YAML file (and its ``base:`` chain) <- ``key=value`` overrides, validated."""
     cfg = TrainConfig()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a config file must be a mapping of keys to values")
-        _apply(cfg, data, str(path))
+        path = find_config(path)
+        _apply(cfg, _read_yaml(path), str(path))
     pairs = {}
     for item in overrides or []:
         if "=" not in item:
