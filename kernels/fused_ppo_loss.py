@@ -201,15 +201,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_loss, *_unused):
     (grad,) = ctx.saved_tensors
-    if torch.compiler.is_compiling():  # traced graph: stay functional
-        grad = (grad.float() * grad_loss).to(grad.dtype)
-    else:  # the stored gradient is ours alone: scale it in place, no copy and no host sync
-        if getattr(ctx, "consumed", False):
-            raise RuntimeError("fused_ppo_loss: a second backward through the same forward is "
-                               "not supported (the stored gradient is scaled in place); "
-                               "recompute the loss")
-        ctx.consumed = True
-        scale_(grad, grad_loss.detach())
+    # the stored gradient is ours alone: scale it in place, no copy and no host sync (a second
+    # backward through the same forward then fails autograd's saved-tensor version check)
+    scale_(grad, grad_loss.detach().float())
     return (grad,) + (None,) * 15
 
 
@@ -311,7 +305,7 @@ def fused_ppo_loss(
         ``logprobs`` [B, T] (0 at masked positions).
         The logits' gradient is computed in the forward pass and held until backward (one
         [B, T, V] tensor in the logits' dtype), which scales it in place: one backward per
-        forward (the Triton path refuses a second).
+        forward (autograd refuses a second on the Triton path).
     """
     _check_args(logits, ids, old_logprobs, advantages, mask, ref_logprobs, kl_coef, kl_estimator,
                 clip, clip_high, dual_clip, entropy_coef, temperature, reduction)

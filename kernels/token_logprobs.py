@@ -206,12 +206,18 @@ def launch_rows(kernel, tuned_kernel, n_rows: int, V: int, *args, **meta) -> Non
         tuned_kernel[lambda cfg: (triton.cdiv(n_rows, cfg["BLOCK_R"]),)](*args, **meta)
 
 
-def scale_(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``x *= g`` in place (``g`` a 0-d tensor on x's device), skipped on the device if g == 1."""
+@torch.library.custom_op("rlkd_fast::scale_", mutates_args=("x",))
+def scale_(x: torch.Tensor, g: torch.Tensor) -> None:
+    """``x *= g`` in place for contiguous ``x`` and a 0-d ``g`` on x's device; skipped on the
+    device when g == 1. A registered mutating op, so compiled backward graphs keep it in place."""
     block, max_programs = (1 << 16, 4) if interpreting() else (8192, 1024)
     grid = (max(1, min(triton.cdiv(x.numel(), block), max_programs)),)
     _scale_kernel[grid](x, g.reshape(1), x.numel(), BLOCK=block, num_warps=8)
-    return x
+
+
+@scale_.register_fake
+def _(x, g):
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
