@@ -179,10 +179,10 @@ def _fused_op(
         ADV_PER_SEQ=advantages.dim() == 1, HAS_REF=ref_logprobs is not None, KL_K3=kl_k3,
         HAS_DUAL=dual_clip > 0, HAS_ENT=entropy_coef != 0, WRITE_GRAD=need_grad,
     )
-    if check_ids:  # after the launch (the kernel never reads out of bounds): the sync overlaps it
-        check_ids_in_vocab(ids, V, where=weights)
     stats = per_token @ weights.reshape(N).float()
     loss = stats[0] + kl_coef * stats[1] - entropy_coef * stats[2]
+    if check_ids:  # last (the kernel never reads out of bounds): the sync overlaps the kernels
+        check_ids_in_vocab(ids, V, where=weights)
     return loss, stats, logp, grad
 
 
