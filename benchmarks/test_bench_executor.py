@@ -92,16 +92,32 @@ def _self_cpu() -> float:
 
 
 def _descendants() -> set[int]:
-    """Processes whose parent is this process (with a subreaper, orphans land here too)."""
+    """Live processes whose parent is this process (with a subreaper, orphans land here too)."""
     me, out = os.getpid(), set()
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == me:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == me and fields[0] != "Z":
                     out.add(int(d.name))
             except (OSError, IndexError, ValueError):
                 pass
     return out
+
+
+def _leaked(before: set[int], wait_s: float = 3.0) -> set[int]:
+    """Processes started during the run that are still alive after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:  # reap orphans that died and were reparented here
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+        leaked = _descendants() - before
+        if not leaked or time.monotonic() > deadline:
+            return leaked
+        time.sleep(0.05)
 
 
 def _describe(pids: set[int]) -> dict[int, str]:
@@ -192,8 +208,7 @@ def test_executor_throughput(subreaper):
               extra={"programs_per_s": pebble_rate})
     fork_rate = _bench_ours(programs, "fork", ref, table)
     worker_rate = _bench_ours(programs, "worker", ref, table)
-    time.sleep(0.2)
-    leaked = _descendants() - before
+    leaked = _leaked(before)
     table.add(op="leaks", size="after all runs", impl="all", ms=None,
               note=f"{len(leaked)} processes left", extra={"leaked": sorted(leaked)})
     table.report(baseline_impl="pebble ReFT-style")

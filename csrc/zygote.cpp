@@ -4,10 +4,12 @@
 // hands programs to confined long-lived workers (isolation "worker"), enforces each program's
 // wall-clock deadline from outside with SIGKILL of its process group, reaps every child, and
 // sends one fixed-size binary result per request back to the host.
+#include <dirent.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -87,9 +89,10 @@ struct Zygote::Kid {
   bool busy = false;
   bool killed = false;
   bool retiring = false;
+  bool demoted = false;
   uint64_t job = 0;
   uint32_t timeout_ms = 0;
-  Clock::time_point deadline, started;
+  Clock::time_point deadline, started, demote_at;
   int served = 0;
 };
 
@@ -128,10 +131,12 @@ Zygote::Kid* Zygote::spawn(const std::string* src, uint8_t conventions, uint32_t
   const pid_t me = getpid();
   // Fork mode: RLIMIT_CPU backs up the wall deadline. Workers serve many programs: none.
   uint64_t cpu_s = src ? static_cast<uint64_t>(std::ceil(timeout_ms / 1000.0)) + 1 : 0;
-  PyOS_BeforeFork();
+  // A bare fork: the zygote is single-threaded and holds the GIL, so the child's interpreter is
+  // consistent without PyOS_AfterFork_Child, whose Python at-fork hooks (threading, random
+  // reseeding) would dirty ~150 pages per child. Children therefore share the zygote's random
+  // state: a program's `random` draws are reproducible.
   pid_t pid = fork();
   if (pid == 0) {
-    PyOS_AfterFork_Child();
     setup_fds(res[1], src ? -1 : req[0]);
     enter_sandbox(cfg_.sandbox, feat_, kid->dir, cpu_s, me);
     if (src) {
@@ -141,7 +146,6 @@ Zygote::Kid* Zygote::spawn(const std::string* src, uint8_t conventions, uint32_t
     }
     worker_loop();
   }
-  PyOS_AfterFork_Parent();
   close(res[1]);
   if (req[0] >= 0) close(req[0]);
   kid->res = res[0];
@@ -219,6 +223,32 @@ void Zygote::start_job(uint64_t job, uint32_t timeout_ms, uint8_t conventions,
   kid->timeout_ms = timeout_ms;
   kid->started = Clock::now();
   kid->deadline = kid->started + std::chrono::milliseconds(timeout_ms);
+  kid->demote_at = kid->started + std::chrono::milliseconds(std::max<uint32_t>(100, timeout_ms / 4));
+}
+
+// A program still running after a quarter of its deadline is most likely a runaway loop: move
+// all its threads to SCHED_IDLE, so that it only gets CPU nobody else wants. Its wall-clock
+// deadline is unchanged; programs that finish quickly get the cores meanwhile.
+void Zygote::demote(Kid* kid) {
+  kid->demoted = true;
+  set_policy(kid, SCHED_IDLE);
+}
+
+// Policy for every thread of a program; SCHED_OTHER also restores nice 0 where we may.
+void Zygote::set_policy(Kid* kid, int policy) {
+  sched_param prm{};
+  auto apply = [&](pid_t tid) {
+    sched_setscheduler(tid, policy, &prm);
+    if (policy == SCHED_OTHER) setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 0);
+  };
+  std::string dir = "/proc/" + std::to_string(kid->pid) + "/task";
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') apply(atoi(e->d_name));
+    closedir(d);
+  } else {
+    apply(kid->pid);
+  }
 }
 
 void Zygote::retire(Kid* kid) {
@@ -253,7 +283,7 @@ void Zygote::on_data(Kid* kid) {
   kid->buf.clear();
   finish(kid, r);
   kid->served++;
-  if ((h.flags & kDirty) || extra || kid->served >= cfg_.max_programs) retire(kid);
+  if ((h.flags & kDirty) || extra || kid->demoted || kid->served >= cfg_.max_programs) retire(kid);
 }
 
 Result Zygote::crash(const std::string& why) {
@@ -368,7 +398,7 @@ void Zygote::serve() {
         who.emplace_back(k.get(), false);
       }
       if (k->busy && !k->killed) {
-        int64_t left = ms_until(k->deadline);
+        int64_t left = ms_until(k->demoted || !cfg_.demote ? k->deadline : k->demote_at);
         wait_ms = wait_ms < 0 ? left : std::min(wait_ms, left);
       }
     }
@@ -387,12 +417,17 @@ void Zygote::serve() {
       if (fds[0].revents && !read_request()) shutdown(0);
     }
     auto now = Clock::now();
-    for (auto& k : kids_)
-      if (k->pid > 0 && k->busy && !k->killed && now >= k->deadline) {
+    for (auto& k : kids_) {
+      if (k->pid <= 0 || !k->busy || k->killed) continue;
+      if (now >= k->deadline) {
         k->killed = true;
         kill(-k->pid, SIGKILL);
         kill(k->pid, SIGKILL);
+        set_policy(k.get(), SCHED_OTHER);  // so it gets the CPU to die now
+      } else if (cfg_.demote && !k->demoted && now >= k->demote_at) {
+        demote(k.get());
       }
+    }
     kids_.erase(std::remove_if(kids_.begin(), kids_.end(), [](auto& k) { return k->pid <= 0; }),
                 kids_.end());
   }

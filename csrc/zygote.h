@@ -15,6 +15,7 @@ namespace rlkd {
 struct ZygoteConfig {
   bool worker = false;       // isolation="worker": long-lived confined workers
   int max_programs = 1000;   // a worker is replaced after this many programs
+  bool demote = true;        // SCHED_IDLE for programs past a quarter of their deadline
   pid_t host_pid = 0;
   std::string base_dir;      // per-program scratch directories are made below it
   SandboxConfig sandbox;
@@ -41,6 +42,8 @@ class Zygote {
   void on_exit(Kid* kid);
   void finish(Kid* kid, Result r);
   void retire(Kid* kid);
+  void demote(Kid* kid);
+  void set_policy(Kid* kid, int policy);
   void send(uint64_t job, const Result& r);
   [[noreturn]] void shutdown(int code);
   std::string new_dir();

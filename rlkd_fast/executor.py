@@ -67,9 +67,8 @@ from rlkd_fast import pot
 STATUSES = ("ok", "error", "timeout", "crash", "nonnumeric", "infra_error")
 ISOLATION = ("fork", "worker")
 
-# The zygote's whole environment. glibc malloc with huge pages (instead of pymalloc arenas)
-# lets the zygote back its heap with transparent huge pages, which makes each fork cheaper.
-_ZYGOTE_ENV = ("PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C.UTF-8", "PYTHONMALLOC=malloc")
+# The zygote's whole environment: nothing of the trainer's (tokens, keys) reaches a program.
+_ZYGOTE_ENV = ("PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C.UTF-8")
 _SYSTEM_READ_ROOTS = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib",
                       "/usr/share/zoneinfo", "/etc/localtime", "/etc/ld.so.cache")
 
@@ -127,12 +126,17 @@ class PotExecutor:
         fsize_mb: largest file a program may write in its scratch directory.
         max_programs_per_worker: worker mode: replace a worker after this many programs.
         grace_s: how long past a deadline a silent zygote is tolerated before it is replaced.
+        demote: move a program still running after a quarter of its deadline (at least 0.1 s)
+            to ``SCHED_IDLE``: runaway loops then stop taking CPU from programs that finish,
+            while their wall-clock deadline stays the same. Under full CPU load a slow but
+            finite program may then time out where it would otherwise have finished.
     """
 
     def __init__(self, workers: int = 2, timeout_s: float = 2.0, memory_mb: int = 1024,
                  preload: Sequence[str] = ("math", "sympy"), isolation: str = "fork",
                  conventions: str = "plain", slots: int | None = None, fsize_mb: int = 16,
-                 max_programs_per_worker: int = 1000, grace_s: float = 2.0):
+                 max_programs_per_worker: int = 1000, grace_s: float = 2.0,
+                 demote: bool = True):
         if isolation not in ISOLATION:
             raise ValueError(f"isolation must be one of {ISOLATION}, got {isolation!r}")
         if conventions not in pot.CONVENTIONS:
@@ -150,12 +154,11 @@ class PotExecutor:
         config = {
             "path": paths, "ext": core.__file__, "preload": list(preload),
             "worker": isolation == "worker", "max_programs": int(max_programs_per_worker),
+            "demote": bool(demote),
             "memory_mb": int(memory_mb), "fsize_mb": int(fsize_mb), "nofile": 64,
             "read_roots": _read_roots(paths),
         }
-        # -P (3.11+) keeps the script's directory off sys.path; the environment is ours alone.
-        flags = ["-s", "-S", "-B", "-P"] if sys.version_info >= (3, 11) else ["-I", "-S", "-B"]
-        argv = [sys.executable, *flags, pot.__file__, json.dumps(config)]
+        argv = [sys.executable, "-I", "-S", "-B", pot.__file__, json.dumps(config)]
         slots = slots or (8 if isolation == "fork" else 2)
         self._core = core.Executor(argv, list(_ZYGOTE_ENV), workers, slots, float(grace_s), 120.0)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None

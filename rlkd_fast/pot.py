@@ -150,6 +150,7 @@ def state_clean(take_snapshot: bool) -> bool:
     """
     global _snapshot
     if take_snapshot:
+        gc.enable()
         _snapshot = _fingerprint()
         return True
     return _snapshot is not None and _same(_fingerprint(), _snapshot)
@@ -196,8 +197,11 @@ def main(argv: list[str]) -> None:
         _warm_sympy(sys.modules["sympy"])
     gc.collect()
     gc.freeze()  # children then leave the preloaded heap alone (fewer copy-on-write faults)
-    settings = {k: cfg[k] for k in ("worker", "max_programs", "memory_mb", "fsize_mb", "nofile",
-                                    "read_roots")}
+    # Fork-mode children live for one short program: no cycle collection (its traversals and
+    # the pages they dirty cost more than the garbage). Workers switch it back on.
+    gc.disable()
+    settings = {k: cfg[k] for k in ("worker", "max_programs", "demote", "memory_mb", "fsize_mb",
+                                    "nofile", "read_roots")}
     settings.update(base_dir=argv[2], host_pid=int(argv[3]))
     core.zygote_main(3, 4, settings, run_program, state_clean)
 

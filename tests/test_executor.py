@@ -193,7 +193,7 @@ def test_thousand_mixed_programs_under_load(fork_ex):
     for t in threads:
         t.start()
     try:
-        got = fork_ex.run(programs)
+        got = fork_ex.run(programs, timeout_s=3.0)  # finite programs must finish even under load
     finally:
         stop.set()
         for t in threads:
@@ -201,7 +201,7 @@ def test_thousand_mixed_programs_under_load(fork_ex):
     loops = [r for p, r in zip(programs, got) if "while count > 0" in p]
     assert len(loops) == 10 and all(r.status == "timeout" for r in loops)
     rest = [(r.status, r.value) for p, r in zip(programs, got) if "while count > 0" not in p]
-    assert rest == want
+    assert rest == want, [(g, w) for g, w in zip(rest, want) if g != w][:5]
     time.sleep(0.05)
     for z in fork_ex.zygote_pids():
         assert zygote_children(z) == []
