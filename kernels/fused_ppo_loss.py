@@ -36,6 +36,7 @@ from .token_logprobs import (
     pick_backend,
     rows_view,
     scale_,
+    warp_width,
 )
 
 REDUCTIONS = ("seq-mean-token-mean", "token-mean")
@@ -71,7 +72,7 @@ if HAS_TRITON:
         clip_lo, clip_hi, dual_clip, kl_coef, ent_coef,
         ADV_PER_SEQ: tl.constexpr, HAS_REF: tl.constexpr, KL_K3: tl.constexpr,
         HAS_DUAL: tl.constexpr, HAS_ENT: tl.constexpr, WRITE_GRAD: tl.constexpr,
-        BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
+        SUB: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
     ):
         rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
         row_ok = rows < N
@@ -88,7 +89,7 @@ if HAS_TRITON:
         else:
             src = _row_offsets(rows, T, stride_b, stride_t)
             ids = tl.load(ids_ptr + rows, mask=row_ok, other=0).to(tl.int64)
-            m, s, t = _online_softmax(logits_ptr, src, row_ok, V, k, BLOCK_R, BLOCK_V)
+            m, s, t = _online_softmax(logits_ptr, src, row_ok, V, k, BLOCK_R, BLOCK_V, SUB)
             lse2 = m * k + tl.log2(s)
             x_id = _gather_logit(logits_ptr, src, ids, row_ok, V)
             ent = tl.where(valid, (tl.log2(s) - t / s) * _LN2, 0.0)
@@ -178,6 +179,7 @@ def _fused_op(
         clip_low, clip_high, dual_clip, kl_coef, entropy_coef,
         ADV_PER_SEQ=advantages.dim() == 1, HAS_REF=ref_logprobs is not None, KL_K3=kl_k3,
         HAS_DUAL=dual_clip > 0, HAS_ENT=entropy_coef != 0, WRITE_GRAD=need_grad,
+        SUB=warp_width(x),
     )
     stats = per_token @ weights.reshape(N).float()
     loss = stats[0] + kl_coef * stats[1] - entropy_coef * stats[2]

@@ -45,33 +45,46 @@ if HAS_TRITON:
         return (r // T) * stride_b + (r % T) * stride_t
 
     @triton.jit
-    def _load_row_chunk(ptr, off, cols, ok, EVICT: tl.constexpr):
-        x = tl.load(ptr + off[:, None] + cols[None, :], mask=ok, other=float("-inf"),
-                    eviction_policy=EVICT).to(tl.float32)
+    def _load_logits(ptrs, ok, EVICT: tl.constexpr):
+        x = tl.load(ptrs, mask=ok, other=float("-inf"), eviction_policy=EVICT).to(tl.float32)
         # -inf logits (and masked tails) become a large finite value; NaNs stay NaN
         return tl.maximum(x, _NEG_BIG, propagate_nan=tl.PropagateNan.ALL)
 
     @triton.jit
     def _online_softmax(logits_ptr, src, row_ok, V, k,
-                        BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):
-        """Pass 1: per row, running max ``m`` of the raw logits and base-2 sums ``s``, ``t``."""
-        cols = tl.arange(0, BLOCK_V)
-        m = tl.full([BLOCK_R], _NEG_BIG, tl.float32)
-        s = tl.zeros([BLOCK_R], tl.float32)
-        t = tl.zeros([BLOCK_R], tl.float32)
+                        BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, SUB: tl.constexpr):
+        """Pass 1: per row, the max ``m`` of the raw logits and the base-2 sums ``s``, ``t``.
+
+        A chunk is read as [BLOCK_V // SUB, SUB] sub-rows with SUB = one warp's 128-bit loads,
+        so its max and sums reduce inside a warp (no block barrier per chunk); each sub-row keeps
+        its own running statistics, merged once at the end of the row.
+        """
+        SPLIT: tl.constexpr = BLOCK_V // SUB
+        offs = tl.arange(0, SPLIT)[:, None] * SUB + tl.arange(0, SUB)[None, :]
+        m = tl.full([BLOCK_R, SPLIT], _NEG_BIG, tl.float32)
+        s = tl.zeros([BLOCK_R, SPLIT], tl.float32)
+        t = tl.zeros([BLOCK_R, SPLIT], tl.float32)
         for v0 in range(0, V, BLOCK_V):
-            c = v0 + cols
-            ok = row_ok[:, None] & (c < V)[None, :]
-            x = _load_row_chunk(logits_ptr, src, c, ok, "evict_last")  # re-read soon by pass 2
-            m_new = tl.maximum(m, tl.max(x, 1))
+            c = v0 + offs
+            ok = row_ok[:, None, None] & (c < V)[None, :, :]
+            x = _load_logits(logits_ptr + src[:, None, None] + c[None, :, :], ok,
+                             "evict_last")  # re-read soon by pass 2
+            m_new = tl.maximum(m, tl.max(x, 2))
             shift = (m - m_new) * k
             alpha = tl.exp2(shift)
-            d = x * k - (m_new * k)[:, None]
+            d = x * k - (m_new * k)[:, :, None]
             e = tl.exp2(d)
-            t = alpha * (t + shift * s) + tl.sum(e * d, 1)
-            s = s * alpha + tl.sum(e, 1)
+            t = alpha * (t + shift * s) + tl.sum(e * d, 2)
+            s = s * alpha + tl.sum(e, 2)
             m = m_new
-        return m, s, t
+        # merge the sub-rows; one that never saw a logit (m still at its start) holds garbage
+        m_row = tl.max(m, 1)
+        seen = m > _NEG_BIG
+        shift = (m - m_row[:, None]) * k
+        alpha = tl.where(seen, tl.exp2(shift), 0.0)
+        t_row = tl.sum(tl.where(seen, alpha * (t + shift * s), 0.0), 1)
+        s_row = tl.sum(alpha * s, 1)  # >= 1 once a finite logit was seen
+        return m_row, tl.where(s_row > 0, s_row, 1.0), t_row
 
     @triton.jit
     def _gather_logit(logits_ptr, src, ids, row_ok, V):
@@ -95,7 +108,7 @@ if HAS_TRITON:
             c = (n_chunks - 1 - i) * BLOCK_V + cols
             ok = row_ok[:, None] & (c < V)[None, :]
             if HAS_BX:  # x * bx needs finite x: -inf logits become a large finite value
-                x = _load_row_chunk(logits_ptr, src, c, ok, "evict_first")
+                x = _load_logits(logits_ptr + src[:, None] + c[None, :], ok, "evict_first")
                 p = tl.exp2(x * k - lse2[:, None])
                 g = -p * (c0[:, None] + bx[:, None] * x)
             else:  # -inf logits give p = 0 and a 0 gradient as they are
@@ -124,13 +137,13 @@ if HAS_TRITON:
     def _token_logprobs_fwd_kernel(
         logits_ptr, ids_ptr, logp_ptr, lse2_ptr,  # [B,T,V] any float, [N] int, [N] f32, [N] f32
         N, T, V, stride_b, stride_t, k,
-        BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
+        SUB: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
     ):
         rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
         row_ok = rows < N
         src = _row_offsets(rows, T, stride_b, stride_t)
         ids = tl.load(ids_ptr + rows, mask=row_ok, other=0).to(tl.int64)
-        m, s, _ = _online_softmax(logits_ptr, src, row_ok, V, k, BLOCK_R, BLOCK_V)
+        m, s, _ = _online_softmax(logits_ptr, src, row_ok, V, k, BLOCK_R, BLOCK_V, SUB)
         lse2 = m * k + tl.log2(s)
         x_id = _gather_logit(logits_ptr, src, ids, row_ok, V)
         tl.store(logp_ptr + rows, (x_id * k - lse2) * _LN2, mask=row_ok)
@@ -195,12 +208,19 @@ if HAS_TRITON:
     _bwd_tuned_inplace = tuned(_token_logprobs_bwd_kernel, restore=["grad_ptr"])
 
 
+def warp_width(logits: torch.Tensor) -> int:
+    """Elements one warp covers with 128-bit loads: the sub-row width of pass 1 (SUB)."""
+    return 32 * 16 // logits.element_size()
+
+
 def launch_rows(kernel, tuned_kernel, n_rows: int, V: int, *args, **meta) -> None:
     """Launch a row kernel: autotuned on a GPU, one small 2-D block config in the interpreter
     (few programs, since each costs ~1 ms there)."""
     if interpreting():
         # ~16 chunks per row: per-op overhead dominates there, the tile size hardly matters
         block_r, block_v = min(16, next_pow2(n_rows)), max(256, next_pow2(V) // 16)
+        if "SUB" in meta:  # 4 sub-rows per chunk, so the sub-row merge runs in the tests too
+            meta["SUB"] = block_v // 4
         kernel[(triton.cdiv(n_rows, block_r),)](*args, **meta, BLOCK_R=block_r, BLOCK_V=block_v)
     else:
         tuned_kernel[lambda cfg: (triton.cdiv(n_rows, cfg["BLOCK_R"]),)](*args, **meta)
@@ -290,7 +310,8 @@ def _token_logprobs_op(
     logp = torch.empty((B, T), dtype=torch.float32, device=x.device)
     lse2 = torch.empty_like(logp)
     launch_rows(_token_logprobs_fwd_kernel, _fwd_tuned, B * T, V,
-                x, ids.contiguous(), logp, lse2, B * T, T, V, sb, st, LOG2E / temperature)
+                x, ids.contiguous(), logp, lse2, B * T, T, V, sb, st, LOG2E / temperature,
+                SUB=warp_width(x))
     if check_ids:  # after the launch (the kernel never reads out of bounds): the sync overlaps it
         check_ids_in_vocab(ids, V)
     return logp, lse2

@@ -294,13 +294,13 @@ def compile_for_h100(fn, dtype, consts, num_warps, num_stages):
 
 blocks = dict(BLOCK_R=1, BLOCK_V=8192)
 for dtype in ("*bf16",):  # fp32 logits take the same code paths
-    compile_for_h100(tlp._token_logprobs_fwd_kernel, dtype, blocks, 8, 2)
+    compile_for_h100(tlp._token_logprobs_fwd_kernel, dtype, {**blocks, "SUB": 256}, 8, 2)
     compile_for_h100(tlp._token_logprobs_bwd_kernel, dtype, blocks, 8, 2)
     compile_for_h100(tlp._scale_kernel, dtype, dict(BLOCK=8192), 8, 2)
     for flags in ((True, True, True, False, True, True), (False, False, False, True, False, False)):
         names = ("ADV_PER_SEQ", "HAS_REF", "KL_K3", "HAS_DUAL", "HAS_ENT", "WRITE_GRAD")
-        compile_for_h100(fpl._fused_ppo_fwd_kernel, dtype, {**dict(zip(names, flags)), **blocks},
-                         16, 2)
+        compile_for_h100(fpl._fused_ppo_fwd_kernel, dtype,
+                         {**dict(zip(names, flags)), **blocks, "SUB": 256}, 16, 2)
 print("compiled")
 """
 
