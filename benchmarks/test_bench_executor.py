@@ -150,7 +150,7 @@ def _agreement(got: list, ref: list) -> float:
 
 def _bench_ours(programs, isolation: str, ref, table: Table) -> float:
     with executor.PotExecutor(workers=2, timeout_s=TIMEOUT_S, isolation=isolation,
-                              conventions="reft", slots=8) as ex:
+                              conventions="reft") as ex:
         ex.run(programs[:20])  # warm
         pids = ex.zygote_pids()
         cpu0 = sum(_cpu_seconds(p) for p in pids) + _self_cpu()

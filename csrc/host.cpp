@@ -158,7 +158,9 @@ std::vector<Result> Executor::run(std::vector<std::string> sources, uint32_t tim
   batch->results.assign(n, Result{});
   batch->left = n;
   if (n == 0) return {};
-  const auto backstop = std::chrono::milliseconds(timeout_ms) +
+  // A program may first wait in its zygote's queue behind others (each holds a full-priority
+  // place for at most a quarter of its deadline before demotion), hence twice the deadline.
+  const auto backstop = std::chrono::milliseconds(2 * static_cast<int64_t>(timeout_ms)) +
                         std::chrono::milliseconds(static_cast<int64_t>(opts_.grace_s * 1000));
   {
     std::lock_guard<std::mutex> lk(m_);

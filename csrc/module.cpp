@@ -38,6 +38,7 @@ py::list run(Executor& ex, std::vector<std::string> sources, uint32_t timeout_ms
   c.worker = cfg["worker"].cast<bool>();
   c.max_programs = cfg["max_programs"].cast<int>();
   c.demote = cfg["demote"].cast<bool>();
+  c.active = cfg["active"].cast<int>();
   c.host_pid = cfg["host_pid"].cast<int>();
   c.base_dir = cfg["base_dir"].cast<std::string>();
   c.sandbox.memory_mb = cfg["memory_mb"].cast<uint64_t>();

@@ -370,8 +370,22 @@ bool Zygote::read_request() {
     return false;
   std::string src(h.src_len, '\0');
   if (!read_exact(in_, src.data(), src.size())) return false;
-  start_job(h.job, h.timeout_ms, h.conventions, src);
+  pending_.push_back(Pending{h.job, h.timeout_ms, h.conventions, std::move(src)});
   return true;
+}
+
+// Start queued programs while fewer than `active` run at full priority (demoted runaways do
+// not count): enough to keep the cores busy, few enough not to thrash them.
+void Zygote::start_pending() {
+  int running = 0;
+  for (auto& k : kids_)
+    if (k->pid > 0 && k->busy && !k->demoted && !k->killed) running++;
+  while (!pending_.empty() && running < cfg_.active) {
+    Pending p = std::move(pending_.front());
+    pending_.pop_front();
+    start_job(p.job, p.timeout_ms, p.conventions, p.src);
+    running++;
+  }
 }
 
 void Zygote::serve() {
@@ -430,6 +444,7 @@ void Zygote::serve() {
     }
     kids_.erase(std::remove_if(kids_.begin(), kids_.end(), [](auto& k) { return k->pid <= 0; }),
                 kids_.end());
+    start_pending();
   }
 }
 

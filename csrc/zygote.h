@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <unistd.h>
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@ struct ZygoteConfig {
   bool worker = false;       // isolation="worker": long-lived confined workers
   int max_programs = 1000;   // a worker is replaced after this many programs
   bool demote = true;        // SCHED_IDLE for programs past a quarter of their deadline
+  int active = 2;            // programs running at full priority at once
   pid_t host_pid = 0;
   std::string base_dir;      // per-program scratch directories are made below it
   SandboxConfig sandbox;
@@ -37,6 +39,7 @@ class Zygote {
   [[noreturn]] void worker_loop();
   void start_job(uint64_t job, uint32_t timeout_ms, uint8_t conventions, const std::string& src);
   bool read_request();
+  void start_pending();
   void drain(Kid* kid);
   void on_data(Kid* kid);
   void on_exit(Kid* kid);
@@ -56,6 +59,13 @@ class Zygote {
   Features feat_;
   uint64_t seq_ = 0;
   std::vector<std::unique_ptr<Kid>> kids_;
+  struct Pending {
+    uint64_t job;
+    uint32_t timeout_ms;
+    uint8_t conventions;
+    std::string src;
+  };
+  std::deque<Pending> pending_;
 };
 
 }  // namespace rlkd

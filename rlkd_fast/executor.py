@@ -122,7 +122,9 @@ class PotExecutor:
         isolation: ``"fork"`` (a child per program) or ``"worker"`` (reused, checked workers).
         conventions: ``"plain"`` (run the text, call ``solution()``) or ``"reft"``
             (``rlkd_fast.pot.reft_program`` first, ReFT's separate globals/locals).
-        slots: programs in flight per zygote (default 8 for fork, 2 for worker).
+        slots: programs sent to each zygote at once (default 8).
+        active: of those, how many a zygote runs at full priority at once (default 2);
+            the others wait in its queue, so a demoted runaway never blocks the rest.
         fsize_mb: largest file a program may write in its scratch directory.
         max_programs_per_worker: worker mode: replace a worker after this many programs.
         grace_s: how long past a deadline a silent zygote is tolerated before it is replaced.
@@ -136,14 +138,14 @@ class PotExecutor:
                  preload: Sequence[str] = ("math", "sympy"), isolation: str = "fork",
                  conventions: str = "plain", slots: int | None = None, fsize_mb: int = 16,
                  max_programs_per_worker: int = 1000, grace_s: float = 2.0,
-                 demote: bool = True):
+                 demote: bool = True, active: int | None = None):
         if isolation not in ISOLATION:
             raise ValueError(f"isolation must be one of {ISOLATION}, got {isolation!r}")
         if conventions not in pot.CONVENTIONS:
             raise ValueError(f"conventions must be one of {tuple(pot.CONVENTIONS)}, "
                              f"got {conventions!r}")
-        if workers < 1 or (slots is not None and slots < 1):
-            raise ValueError("workers and slots must be >= 1")
+        if workers < 1 or (slots is not None and slots < 1) or (active is not None and active < 1):
+            raise ValueError("workers, slots and active must be >= 1")
         if not timeout_s > 0 or memory_mb < 16 or fsize_mb < 0:
             raise ValueError("need timeout_s > 0, memory_mb >= 16, fsize_mb >= 0")
         core = _load_core()
@@ -154,12 +156,12 @@ class PotExecutor:
         config = {
             "path": paths, "ext": core.__file__, "preload": list(preload),
             "worker": isolation == "worker", "max_programs": int(max_programs_per_worker),
-            "demote": bool(demote),
+            "demote": bool(demote), "active": int(active or 2),
             "memory_mb": int(memory_mb), "fsize_mb": int(fsize_mb), "nofile": 64,
             "read_roots": _read_roots(paths),
         }
         argv = [sys.executable, "-I", "-S", "-B", pot.__file__, json.dumps(config)]
-        slots = slots or (8 if isolation == "fork" else 2)
+        slots = slots or 8
         self._core = core.Executor(argv, list(_ZYGOTE_ENV), workers, slots, float(grace_s), 120.0)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()

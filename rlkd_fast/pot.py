@@ -200,8 +200,8 @@ def main(argv: list[str]) -> None:
     # Fork-mode children live for one short program: no cycle collection (its traversals and
     # the pages they dirty cost more than the garbage). Workers switch it back on.
     gc.disable()
-    settings = {k: cfg[k] for k in ("worker", "max_programs", "demote", "memory_mb", "fsize_mb",
-                                    "nofile", "read_roots")}
+    settings = {k: cfg[k] for k in ("worker", "max_programs", "demote", "active", "memory_mb",
+                                    "fsize_mb", "nofile", "read_roots")}
     settings.update(base_dir=argv[2], host_pid=int(argv[3]))
     core.zygote_main(3, 4, settings, run_program, state_clean)
 
