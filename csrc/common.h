@@ -74,6 +74,7 @@ struct Features {
   bool netns = false;    // zygote (and so every child) sits in an empty network namespace
   bool uid_dropped = false;
   uint64_t base_vm = 0;  // the zygote's address space size after preloading
+  bool seccomp = false;  // the zygote's own filter is in place (children add theirs)
 };
 
 // --- io helpers (io.cpp) ---

@@ -211,7 +211,22 @@ const long kAllowed[] = {
 #endif
 };
 
-std::vector<sock_filter> build_filter(pid_t self, bool forbid_writes) {
+// System calls the zygote itself needs besides kAllowed (to fork, watch and confine children).
+// Children inherit this filter, and their own small filter takes these away again.
+const long kZygoteOnly[] = {
+    SYS_clone, SYS_kill, SYS_tgkill, SYS_rt_sigqueueinfo, SYS_rt_tgsigqueueinfo, SYS_setpgid,
+    SYS_pidfd_open, SYS_sched_setscheduler, SYS_setpriority, SYS_prlimit64, SYS_prctl,
+    SYS_capset, SYS_setgroups, SYS_setresuid, SYS_setresgid, SYS_landlock_create_ruleset,
+    SYS_landlock_add_rule, SYS_landlock_restrict_self, SYS_seccomp, SYS_fchownat, SYS_fchown,
+    SYS_fchmodat, SYS_fchmod,
+#if defined(__x86_64__)
+    SYS_chown,
+#endif
+};
+
+// Layer 1, installed once in the zygote: an allowlist (everything else EPERM). No exec, no
+// sockets, no ptrace, no mounts or namespaces, no new processes except through clone.
+std::vector<sock_filter> zygote_filter() {
   Filter f;
   f.stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch));
   f.jump(BPF_JMP | BPF_JEQ | BPF_K, kArch, 1, 0);
@@ -221,24 +236,42 @@ std::vector<sock_filter> build_filter(pid_t self, bool forbid_writes) {
   f.jump(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1);  // x32 ABI
   f.stmt(BPF_RET | BPF_K, deny(EPERM));
 #endif
+  // clone3 hides its flags in memory: ENOSYS makes glibc fall back to clone, whose flags the
+  // child filter can read.
+  f.simple(SYS_clone3, deny(ENOSYS));
+  f.simple(SYS_ioctl, deny(ENOTTY));
+  for (long nr : kAllowed) f.simple(nr, kAllow);
+  for (long nr : kZygoteOnly) f.simple(nr, kAllow);
+  f.stmt(BPF_RET | BPF_K, deny(EPERM));
+  return f.prog();
+}
+
+// Layer 2, per child, kept short (the kernel analyses a filter per system call number when it
+// is attached: ~0.4 ms for 300 instructions, under 0.1 ms for this one). It narrows the
+// zygote-only calls: signals only to itself (pid 0 is its own process group, which holds
+// only itself), threads but no processes, limits read but never set, no scheduling, identity,
+// ownership, mode or confinement changes.
+std::vector<sock_filter> child_filter(pid_t self, bool forbid_writes) {
+  Filter f;
+  f.load_nr();
   const uint32_t me = static_cast<uint32_t>(self);
-  // Signals: only to itself (pid 0 is its own process group, which holds only itself).
   f.guarded(SYS_kill, arg_in(0, {me, 0}));
   f.guarded(SYS_tgkill, arg_in(0, {me}));
   f.guarded(SYS_rt_sigqueueinfo, arg_in(0, {me}));
   f.guarded(SYS_rt_tgsigqueueinfo, arg_in(0, {me}));
-  // Threads yes (CLONE_THREAD), processes no. clone3 hides its flags in memory: ENOSYS makes
-  // glibc fall back to clone, whose flags we can read.
   f.guarded(SYS_clone, {ld(arg_lo(0)), jset(CLONE_THREAD, 0, 1), ret(kAllow), ret(deny(EPERM))});
-  f.simple(SYS_clone3, deny(ENOSYS));
-  // Read limits, never set them (root could raise its hard limits).
   f.guarded(SYS_prlimit64, {ld(arg_lo(2)), jeq(0, 0, 3), ld(arg_hi(2)), jeq(0, 0, 1), ret(kAllow),
                             ret(deny(EPERM))});
   f.guarded(SYS_prctl, arg_in(0, {PR_SET_NAME, PR_GET_NAME, PR_GET_DUMPABLE, PR_GET_SECCOMP,
                                   PR_GET_NO_NEW_PRIVS}));
-  f.simple(SYS_ioctl, deny(ENOTTY));
+  for (long nr : kZygoteOnly) {
+    bool narrowed = nr == SYS_kill || nr == SYS_tgkill || nr == SYS_rt_sigqueueinfo ||
+                    nr == SYS_rt_tgsigqueueinfo || nr == SYS_clone || nr == SYS_prlimit64 ||
+                    nr == SYS_prctl;
+    if (!narrowed) f.simple(nr, deny(EPERM));
+  }
   if (forbid_writes) {
-    // No Landlock: refuse every open that could write and every namespace change.
+    // No Landlock: refuse every open that could write, and every directory change.
     const uint32_t wr = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND;
     f.guarded(SYS_openat, {ld(arg_lo(2)), jset(wr, 0, 1), ret(deny(EACCES)), ret(kAllow)});
 #if defined(__x86_64__)
@@ -249,9 +282,13 @@ std::vector<sock_filter> build_filter(pid_t self, bool forbid_writes) {
     for (long nr : {SYS_mkdirat, SYS_unlinkat, SYS_renameat, SYS_renameat2})
       f.simple(nr, deny(EACCES));
   }
-  for (long nr : kAllowed) f.simple(nr, kAllow);
-  f.stmt(BPF_RET | BPF_K, deny(EPERM));
+  f.stmt(BPF_RET | BPF_K, kAllow);
   return f.prog();
+}
+
+bool install(std::vector<sock_filter> prog) {
+  sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
+  return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) == 0;
 }
 
 [[noreturn]] void fail(int code) { _exit(code); }
@@ -348,6 +385,8 @@ Features prepare_zygote(const SandboxConfig& cfg, const std::string& base) {
     if (!landlock_zygote(feat.landlock_abi, cfg, base)) feat.landlock_abi = 0;
   }
   feat.uid_dropped = geteuid() == 0 && feat.landlock_abi == 0;
+  prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  feat.seccomp = install(zygote_filter());
   return feat;
 }
 
@@ -380,9 +419,7 @@ void enter_sandbox(const SandboxConfig& cfg, const Features& feat, const std::st
   prctl(PR_SET_DUMPABLE, 0);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(125);
   bool landlocked = feat.landlock_abi > 0 && landlock_child(feat.landlock_abi, dir);
-  std::vector<sock_filter> prog = build_filter(getpid(), !landlocked);
-  sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
-  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) != 0) fail(126);
+  if (!install(child_filter(getpid(), !landlocked))) fail(126);
 }
 
 }  // namespace rlkd

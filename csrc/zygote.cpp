@@ -223,10 +223,10 @@ void Zygote::start_job(uint64_t job, uint32_t timeout_ms, uint8_t conventions,
   kid->timeout_ms = timeout_ms;
   kid->started = Clock::now();
   kid->deadline = kid->started + std::chrono::milliseconds(timeout_ms);
-  kid->demote_at = kid->started + std::chrono::milliseconds(std::max<uint32_t>(100, timeout_ms / 4));
+  kid->demote_at = kid->started + std::chrono::milliseconds(std::max<uint32_t>(50, timeout_ms / 10));
 }
 
-// A program still running after a quarter of its deadline is most likely a runaway loop: move
+// A program still running after a tenth of its deadline is most likely a runaway loop: move
 // all its threads to SCHED_IDLE, so that it only gets CPU nobody else wants. Its wall-clock
 // deadline is unchanged; programs that finish quickly get the cores meanwhile.
 void Zygote::demote(Kid* kid) {
@@ -390,13 +390,22 @@ void Zygote::start_pending() {
 
 void Zygote::serve() {
   feat_ = prepare_zygote(cfg_.sandbox, cfg_.base_dir);
+  if (!feat_.seccomp) {  // never run programs without it
+    Result r;
+    r.status = kInfra;
+    r.flags = kHello;
+    r.err = "the kernel refused the zygote's seccomp filter";
+    send(0, r);
+    _exit(1);
+  }
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != cfg_.host_pid) _exit(0);
   Result hello;
   hello.status = kOk;
   hello.flags = kHello;
   hello.err = "landlock=" + std::to_string(feat_.landlock_abi) +
               " netns=" + std::to_string(feat_.netns) +
-              " uid=" + std::to_string(feat_.uid_dropped ? 65534 : geteuid()) + " seccomp=1";
+              " uid=" + std::to_string(feat_.uid_dropped ? 65534 : geteuid()) +
+              " seccomp=" + std::to_string(feat_.seccomp);
   send(0, hello);
   std::vector<pollfd> fds;
   std::vector<std::pair<Kid*, bool>> who;  // (kid, is_pidfd) for fds[1..]

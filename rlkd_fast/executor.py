@@ -128,7 +128,7 @@ class PotExecutor:
         fsize_mb: largest file a program may write in its scratch directory.
         max_programs_per_worker: worker mode: replace a worker after this many programs.
         grace_s: how long past a deadline a silent zygote is tolerated before it is replaced.
-        demote: move a program still running after a quarter of its deadline (at least 0.1 s)
+        demote: move a program still running after a tenth of its deadline (at least 0.05 s)
             to ``SCHED_IDLE``: runaway loops then stop taking CPU from programs that finish,
             while their wall-clock deadline stays the same. Under full CPU load a slow but
             finite program may then time out where it would otherwise have finished.
