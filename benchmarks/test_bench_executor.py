@@ -16,6 +16,7 @@ executor's statuses/values agree with an in-process serial run on the programs t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
@@ -91,14 +92,15 @@ def _self_cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def _descendants() -> set[int]:
-    """Live processes whose parent is this process (with a subreaper, orphans land here too)."""
+def _descendants(zombies: bool = False) -> set[int]:
+    """Live (or, with zombies=True, dead unreaped) processes whose parent is this process;
+    with a subreaper, orphans land here too."""
     me, out = os.getpid(), set()
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == me and fields[0] != "Z":
+                if int(fields[1]) == me and (fields[0] == "Z") == zombies:
                     out.add(int(d.name))
             except (OSError, IndexError, ValueError):
                 pass
@@ -109,11 +111,9 @@ def _leaked(before: set[int], wait_s: float = 3.0) -> set[int]:
     """Processes started during the run that are still alive after ``wait_s``."""
     deadline = time.monotonic() + wait_s
     while True:
-        try:  # reap orphans that died and were reparented here
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            pass
+        for pid in _descendants(zombies=True) - before:  # orphans that died here
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
         leaked = _descendants() - before
         if not leaked or time.monotonic() > deadline:
             return leaked
@@ -219,4 +219,6 @@ def test_executor_throughput(subreaper):
     for row in table.rows[1:3]:
         over = row.extra["overshoot_ms"]
         assert len(over) == round(N * 0.01), "every looping program must time out"
-        assert statistics.median(over) < 1000, "deadline overshoot far beyond the deadline"
+        # The target (p99 <= 100 ms) is for a quiet machine; CI shares its cores, so only a
+        # gross regression fails here.
+        assert statistics.median(over) < 500, "deadline overshoot far beyond the deadline"

@@ -97,7 +97,7 @@ bool write_within(int fd, const char* p, size_t n, int timeout_ms) {
 
 }  // namespace
 
-Executor::Executor(HostOptions opts) : opts_(std::move(opts)) {
+Executor::Executor(HostOptions opts) : opts_(std::move(opts)), owner_(getpid()) {
   if (opts_.workers < 1 || opts_.slots < 1) throw std::invalid_argument("workers, slots >= 1");
   for (int i = 0; i < opts_.workers; ++i) {
     zygs_.push_back(std::make_unique<Zyg>());
@@ -119,6 +119,13 @@ Executor::Executor(HostOptions opts) : opts_(std::move(opts)) {
 Executor::~Executor() { close(); }
 
 void Executor::close() {
+  if (getpid() != owner_) {
+    // A fork of the trainer (a DataLoader worker, say) holds a copy of this object but none of
+    // its threads or zygotes: touch nothing that belongs to the parent.
+    for (auto& z : zygs_)
+      if (z->thread.joinable()) z->thread.detach();
+    return;
+  }
   {
     std::lock_guard<std::mutex> lk(m_);
     if (stop_ && zygs_.empty()) return;
@@ -152,6 +159,7 @@ void Executor::complete(Job& job, const Result& r) {
 
 std::vector<Result> Executor::run(std::vector<std::string> sources, uint32_t timeout_ms,
                                   uint8_t conventions) {
+  if (getpid() != owner_) throw std::runtime_error("a PotExecutor cannot be used after fork()");
   auto batch = std::make_shared<Batch>();
   batch->sources = std::move(sources);
   const size_t n = batch->sources.size();

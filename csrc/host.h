@@ -52,6 +52,7 @@ class Executor {
   void wake_all();
 
   HostOptions opts_;
+  pid_t owner_;
   std::mutex m_;
   std::condition_variable started_cv_;
   std::deque<Job> queue_;

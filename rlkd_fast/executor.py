@@ -166,6 +166,7 @@ class PotExecutor:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._owner = os.getpid()
 
     # -- running ------------------------------------------------------------------------------
     def run(self, programs: Sequence[str], timeout_s: float | None = None) -> list[ExecResult]:
@@ -173,6 +174,8 @@ class PotExecutor:
         safe to call from several threads at once."""
         if self._closed:
             raise RuntimeError("PotExecutor is closed")
+        if os.getpid() != self._owner:
+            raise RuntimeError("a PotExecutor cannot be used in a forked child; make a new one")
         timeout = self.timeout_s if timeout_s is None else float(timeout_s)
         if not timeout > 0:
             raise ValueError("timeout_s must be > 0")
@@ -206,6 +209,9 @@ class PotExecutor:
                 return
             self._closed = True
             pool, self._pool = self._pool, None
+        if os.getpid() != self._owner:  # a forked copy: the threads and zygotes are the parent's
+            self._core.close()  # only lets go of the copies
+            return
         if pool is not None:
             pool.shutdown(wait=True)
         self._core.close()

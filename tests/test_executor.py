@@ -205,3 +205,19 @@ def test_thousand_mixed_programs_under_load(fork_ex):
     time.sleep(0.05)
     for z in fork_ex.zygote_pids():
         assert zygote_children(z) == []
+
+
+def test_a_forked_copy_refuses_and_leaves_the_parent_alone(fork_ex):
+    """A fork of the trainer (a DataLoader worker) gets an error, and its exit harms nothing."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            fork_ex.run(["def solution():\n    return 1\n"])
+        except RuntimeError:
+            code = 7
+        fork_ex.close()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 7
+    assert fork_ex.run(["def solution():\n    return 2\n"])[0].value == 2.0
