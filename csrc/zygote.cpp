@@ -286,6 +286,13 @@ void Zygote::on_data(Kid* kid) {
   if ((h.flags & kDirty) || extra || kid->demoted || kid->served >= cfg_.max_programs) retire(kid);
 }
 
+Result Zygote::timeout_result(uint32_t timeout_ms) {
+  Result r;
+  r.status = kTimeout;
+  r.err = "wall-clock deadline of " + std::to_string(timeout_ms) + " ms exceeded";
+  return r;
+}
+
 Result Zygote::crash(const std::string& why) {
   Result r;
   r.status = kCrash;
@@ -323,8 +330,7 @@ void Zygote::on_exit(Kid* kid) {
   if (kid->busy) {
     Result r;
     if (kid->killed) {
-      r.status = kTimeout;
-      r.err = "wall-clock deadline of " + std::to_string(kid->timeout_ms) + " ms exceeded";
+      r = timeout_result(kid->timeout_ms);
     } else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXCPU) {
       r.status = kTimeout;
       r.err = "CPU time limit exceeded";
@@ -447,6 +453,9 @@ void Zygote::serve() {
         kill(-k->pid, SIGKILL);
         kill(k->pid, SIGKILL);
         set_policy(k.get(), SCHED_OTHER);  // so it gets the CPU to die now
+        // SIGKILL is final: report now rather than after the kernel has torn the process down
+        // (tens of ms under load); it is reaped and its directory removed when it is gone.
+        finish(k.get(), timeout_result(k->timeout_ms));
       } else if (cfg_.demote && !k->demoted && now >= k->demote_at) {
         demote(k.get());
       }

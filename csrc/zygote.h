@@ -51,6 +51,7 @@ class Zygote {
   [[noreturn]] void shutdown(int code);
   std::string new_dir();
   static Result crash(const std::string& why);
+  static Result timeout_result(uint32_t timeout_ms);
   static Result parse(const ResultHeader& h, const std::string& err);
 
   int in_, out_;
