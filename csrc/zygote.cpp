@@ -251,6 +251,11 @@ void Zygote::set_policy(Kid* kid, int policy) {
   }
 }
 
+// Kids whose deadline is armed: running a program, or (fork mode) reported but not yet gone.
+bool Zygote::watched(const Kid& k) const {
+  return k.pid > 0 && !k.killed && (k.busy || !cfg_.worker);
+}
+
 void Zygote::retire(Kid* kid) {
   kid->retiring = true;
   kill(kid->pid, SIGKILL);
@@ -265,10 +270,11 @@ void Zygote::drain(Kid* kid) {
   }
 }
 
-// A worker wrote (part of) its result.
+// A program process wrote (part of) its result. Fork mode reports it at once, while the child
+// is still exiting (its deadline stays armed in case it does not).
 void Zygote::on_data(Kid* kid) {
   drain(kid);
-  if (!cfg_.worker || !kid->busy || kid->buf.size() < sizeof(ResultHeader)) return;
+  if (!kid->busy || kid->buf.size() < sizeof(ResultHeader)) return;
   ResultHeader h;
   memcpy(&h, kid->buf.data(), sizeof h);
   size_t need = sizeof h + h.err_len;
@@ -283,7 +289,9 @@ void Zygote::on_data(Kid* kid) {
   kid->buf.clear();
   finish(kid, r);
   kid->served++;
-  if ((h.flags & kDirty) || extra || kid->demoted || kid->served >= cfg_.max_programs) retire(kid);
+  if (extra || (cfg_.worker && ((h.flags & kDirty) || kid->demoted ||
+                                kid->served >= cfg_.max_programs)))
+    retire(kid);
 }
 
 Result Zygote::timeout_result(uint32_t timeout_ms) {
@@ -422,12 +430,13 @@ void Zygote::serve() {
     for (auto& k : kids_) {
       fds.push_back(pollfd{k->pidfd, POLLIN, 0});
       who.emplace_back(k.get(), true);
-      if (cfg_.worker && k->busy) {
+      if (k->busy) {
         fds.push_back(pollfd{k->res, POLLIN, 0});
         who.emplace_back(k.get(), false);
       }
-      if (k->busy && !k->killed) {
-        int64_t left = ms_until(k->demoted || !cfg_.demote ? k->deadline : k->demote_at);
+      if (watched(*k)) {
+        bool early = k->busy && cfg_.demote && !k->demoted;
+        int64_t left = ms_until(early ? std::min(k->demote_at, k->deadline) : k->deadline);
         wait_ms = wait_ms < 0 ? left : std::min(wait_ms, left);
       }
     }
@@ -447,7 +456,7 @@ void Zygote::serve() {
     }
     auto now = Clock::now();
     for (auto& k : kids_) {
-      if (k->pid <= 0 || !k->busy || k->killed) continue;
+      if (!watched(*k)) continue;
       if (now >= k->deadline) {
         k->killed = true;
         kill(-k->pid, SIGKILL);
@@ -456,7 +465,7 @@ void Zygote::serve() {
         // SIGKILL is final: report now rather than after the kernel has torn the process down
         // (tens of ms under load); it is reaped and its directory removed when it is gone.
         finish(k.get(), timeout_result(k->timeout_ms));
-      } else if (cfg_.demote && !k->demoted && now >= k->demote_at) {
+      } else if (k->busy && cfg_.demote && !k->demoted && now >= k->demote_at) {
         demote(k.get());
       }
     }

@@ -45,6 +45,7 @@ class Zygote {
   void on_exit(Kid* kid);
   void finish(Kid* kid, Result r);
   void retire(Kid* kid);
+  bool watched(const Kid& k) const;
   void demote(Kid* kid);
   void set_policy(Kid* kid, int policy);
   void send(uint64_t job, const Result& r);

@@ -122,7 +122,7 @@ class PotExecutor:
         isolation: ``"fork"`` (a child per program) or ``"worker"`` (reused, checked workers).
         conventions: ``"plain"`` (run the text, call ``solution()``) or ``"reft"``
             (``rlkd_fast.pot.reft_program`` first, ReFT's separate globals/locals).
-        slots: programs sent to each zygote at once (default 8).
+        slots: programs sent to each zygote at once (default 16).
         active: of those, how many a zygote runs at full priority at once (default 2);
             the others wait in its queue, so a demoted runaway never blocks the rest.
         fsize_mb: largest file a program may write in its scratch directory.
@@ -161,7 +161,7 @@ class PotExecutor:
             "read_roots": _read_roots(paths),
         }
         argv = [sys.executable, "-I", "-S", "-B", pot.__file__, json.dumps(config)]
-        slots = slots or 8
+        slots = slots or 16
         self._core = core.Executor(argv, list(_ZYGOTE_ENV), workers, slots, float(grace_s), 120.0)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
