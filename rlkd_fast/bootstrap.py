@@ -80,7 +80,8 @@ def _atomic_dir(final: Path, build) -> Path:
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    build(tmp)
+    with torch.random.fork_rng(devices=[]):  # a cache miss must not change the run's RNG
+        build(tmp)
     try:
         os.replace(tmp, final)
     except OSError:  # another process won the race
@@ -127,14 +128,18 @@ def resolve_student(cfg: TrainConfig, data: RunData, main: bool = True) -> str:
     return str(final)
 
 
-def load_policy(cfg: TrainConfig, path: str | Path, device: torch.device
-                ) -> tuple[PolicyWithValue, object]:
-    """The student as a :class:`PolicyWithValue` (fp32, or bf16 on CUDA with ``bf16``)."""
+def load_policy(cfg: TrainConfig, path: str | Path, device: torch.device,
+                with_value: bool | None = None) -> tuple[PolicyWithValue, object]:
+    """The student as a :class:`PolicyWithValue` (fp32, or bf16 on CUDA with ``bf16``); the
+    value head (PPO only, by default) is initialised from the global RNG or loaded from
+    ``path/value_head.pt``."""
     from rlkd_fast.models import load_causal_lm
 
     dtype = torch.bfloat16 if (device.type == "cuda" and cfg.bf16) else torch.float32
     lm, tok = load_causal_lm(path, device=device, dtype=dtype)
-    policy = PolicyWithValue(lm, with_value=cfg.rl_stage != "grpo").to(device)
+    if with_value is None:
+        with_value = cfg.rl_stage != "grpo"
+    policy = PolicyWithValue(lm, with_value=with_value).to(device)
     policy.load_value_head(path)
     return policy, tok
 

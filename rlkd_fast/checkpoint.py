@@ -50,8 +50,11 @@ def _fsync_tree(path: Path) -> None:
 
 
 def save_checkpoint(output_dir: str | Path, step: int, policy, trainer_state: dict[str, Any],
-                    keep: int = 2) -> Path:
-    """Write ``ckpt-<step>`` atomically and point ``latest`` at it; keep the newest ``keep``."""
+                    tokenizer=None, keep: int = 2) -> Path:
+    """Write ``ckpt-<step>`` atomically and point ``latest`` at it; keep the newest ``keep``.
+
+    ``ckpt-<step>/policy`` is a complete Hugging Face directory (with ``tokenizer``), so
+    ``python -m rlkd_fast.evaluate --model .../policy`` works on any checkpoint."""
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"ckpt-{step:07d}"
@@ -59,6 +62,8 @@ def save_checkpoint(output_dir: str | Path, step: int, policy, trainer_state: di
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     policy.save(tmp / "policy")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp / "policy")
     torch.save(trainer_state | {"step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
     _fsync_tree(tmp)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it

@@ -97,21 +97,25 @@ class Trainer:
         self.main = self.acc.is_main_process
         self.out = Path(cfg.output_dir)
         self.timers: dict[str, float] = defaultdict(float)
-        torch.manual_seed(cfg.seed + self.acc.process_index)
+        torch.manual_seed(cfg.seed)  # identical initial weights (value head) on every rank
 
         self.data = bootstrap.load_data(cfg)
         self.student_path = bootstrap.resolve_student(cfg, self.data, main=self.main)
         self.acc.wait_for_everyone()
         self.policy, self.tokenizer = bootstrap.load_policy(cfg, self.student_path, self.device)
+        rank = self.acc.process_index
+        torch.manual_seed(cfg.seed + rank)  # but each rank samples its own rollouts
         self.ref: PolicyWithValue | None = None
         self.executor = None
         self.judges: dict[str, Any] = {}
         self.state: dict[str, Any] = {"sft_step": 0, "sft_done": False, "rl_step": 0,
                                       "initial_accuracy": None, "evals": []}
+        # Each rank draws its own batches (data parallel): seeds differ by rank.
+        seed = cfg.seed + 1000 * rank
         self.streams = {
-            "sft": IndexStream(len(self.data.labeled), cfg.seed),
-            "labeled": IndexStream(len(self.data.labeled), cfg.seed + 1),
-            "unlabeled": IndexStream(len(self.data.unlabeled), cfg.seed + 2),
+            "sft": IndexStream(len(self.data.labeled), seed),
+            "labeled": IndexStream(len(self.data.labeled), seed + 1),
+            "unlabeled": IndexStream(len(self.data.unlabeled), seed + 2),
         }
 
     # ------------------------------------------------------------------ top level
@@ -254,7 +258,7 @@ class Trainer:
                 bootstrap.save_atomic(ref.lm, self.tokenizer, path)
             self.acc.wait_for_everyone()
             return ref
-        saved, _ = bootstrap.load_policy(self.cfg, path, self.device)
+        saved, _ = bootstrap.load_policy(self.cfg, path, self.device, with_value=False)
         return bootstrap.frozen_copy(saved)
 
     def _open_rewarders(self) -> None:
@@ -423,7 +427,8 @@ class Trainer:
         if self.main:
             state = self.state | {"streams": {k: s.state() for k, s in self.streams.items()},
                                   "timers": dict(self.timers), **(extra or {})}
-            save_checkpoint(self.out, self._global_step(), self.policy, state)
+            save_checkpoint(self.out, self._global_step(), self.policy, state,
+                            tokenizer=self.tokenizer)
         self.acc.wait_for_everyone()
 
     def _maybe_resume(self) -> str | None:
@@ -431,7 +436,8 @@ class Trainer:
         if path is None:
             return None
         state = load_trainer_state(path)
-        fresh, _ = bootstrap.load_policy(self.cfg, path / "policy", self.device)
+        fresh, _ = bootstrap.load_policy(self.cfg, path / "policy", self.device,
+                                         with_value=False)
         self.policy.lm.load_state_dict(fresh.lm.state_dict())
         self.policy.load_value_head(path / "policy")
         for name, s in state.pop("streams").items():
