@@ -32,6 +32,7 @@ from .token_logprobs import (
     check_ids_in_vocab,
     check_logits_ids,
     check_temperature,
+    custom_op,
     launch_rows,
     pick_backend,
     rows_view,
@@ -151,7 +152,7 @@ if HAS_TRITON:
 # ----------------------------------------------------------------------------------------------
 # Registered op and its autograd
 # ----------------------------------------------------------------------------------------------
-@torch.library.custom_op("rlkd_fast::fused_ppo_loss", mutates_args=())
+@custom_op("rlkd_fast::fused_ppo_loss")
 def _fused_op(
     logits: torch.Tensor, ids: torch.Tensor, old_logprobs: torch.Tensor,
     advantages: torch.Tensor, weights: torch.Tensor,

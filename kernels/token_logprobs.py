@@ -31,6 +31,23 @@ LN2 = math.log(2.0)
 NEG_BIG = -1e30  # finite stand-in for -inf: keeps 0 * (-inf) = NaN out of the sums
 
 
+def custom_op(qualname: str, mutates_args: tuple[str, ...] = ()):
+    """``torch.library.custom_op``, registering ``qualname`` once per process.
+
+    These files can be executed twice: as ``rlkd_fast.kernels.*`` and, with the repository root
+    on ``sys.path``, as ``kernels.*`` (transformers imports any top-level ``kernels`` package when
+    probing for the hub package of that name). Redefining an op destroys its first registration,
+    leaving the first copy's handles dangling (crashes), so a second copy reuses the op.
+    """
+    from torch._library.custom_ops import OPDEFS
+
+    def define(fn):
+        existing = OPDEFS.get(qualname)
+        return existing or torch.library.custom_op(qualname, mutates_args=mutates_args)(fn)
+
+    return define
+
+
 # ----------------------------------------------------------------------------------------------
 # Triton row helpers (a block of BLOCK_R rows, the vocabulary in chunks of BLOCK_V)
 # ----------------------------------------------------------------------------------------------
@@ -226,7 +243,7 @@ def launch_rows(kernel, tuned_kernel, n_rows: int, V: int, *args, **meta) -> Non
         tuned_kernel[lambda cfg: (triton.cdiv(n_rows, cfg["BLOCK_R"]),)](*args, **meta)
 
 
-@torch.library.custom_op("rlkd_fast::scale_", mutates_args=("x",))
+@custom_op("rlkd_fast::scale_", mutates_args=("x",))
 def scale_(x: torch.Tensor, g: torch.Tensor) -> None:
     """``x *= g`` in place for contiguous ``x`` and a 0-d ``g`` on x's device; skipped on the
     device when g == 1. A registered mutating op, so compiled backward graphs keep it in place."""
@@ -299,7 +316,7 @@ def rows_view(logits: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
 # ----------------------------------------------------------------------------------------------
 # Registered ops (opaque to torch.compile) and their autograd
 # ----------------------------------------------------------------------------------------------
-@torch.library.custom_op("rlkd_fast::token_logprobs", mutates_args=())
+@custom_op("rlkd_fast::token_logprobs", mutates_args=())
 def _token_logprobs_op(
     logits: torch.Tensor, ids: torch.Tensor, temperature: float, inplace_backward: bool,
     check_ids: bool,
@@ -323,7 +340,7 @@ def _(logits, ids, temperature, inplace_backward, check_ids):
     return out, torch.empty_like(out)
 
 
-@torch.library.custom_op("rlkd_fast::token_logprobs_bwd", mutates_args=())
+@custom_op("rlkd_fast::token_logprobs_bwd", mutates_args=())
 def _token_logprobs_bwd_op(logits: torch.Tensor, ids: torch.Tensor, lse2: torch.Tensor,
                            grad_logp: torch.Tensor, temperature: float) -> torch.Tensor:
     """-> grad_logits [B,T,V] in logits' dtype (a new contiguous tensor)."""
@@ -337,7 +354,7 @@ def _(logits, ids, lse2, grad_logp, temperature):
     return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
 
 
-@torch.library.custom_op("rlkd_fast::token_logprobs_bwd_", mutates_args=("logits",))
+@custom_op("rlkd_fast::token_logprobs_bwd_", mutates_args=("logits",))
 def _token_logprobs_bwd_inplace_op(logits: torch.Tensor, ids: torch.Tensor, lse2: torch.Tensor,
                                    grad_logp: torch.Tensor, temperature: float) -> None:
     """Overwrites ``logits`` [B,T,V] (unit vocab stride) with their gradient."""

@@ -196,6 +196,29 @@ def test_banned_tokens_with_minus_inf_logits(poison, entropy_coef):
     assert torch.equal(x.grad[..., banned], torch.zeros_like(x.grad[..., banned]))
 
 
+def test_a_second_copy_of_the_module_keeps_the_ops_working(monkeypatch):
+    """With the repository root on sys.path, transformers' probe for the hub package "kernels"
+    executes these files again as kernels.*: the ops must survive (not be re-registered)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    import rlkd_fast.kernels
+
+    monkeypatch.syspath_prepend(str(Path(rlkd_fast.kernels.__file__).parents[1]))
+    for name in [m for m in sys.modules if m == "kernels" or m.startswith("kernels.")]:
+        monkeypatch.delitem(sys.modules, name)
+    copy = importlib.import_module("kernels.fused_ppo_loss")
+    assert copy.fused_ppo_loss is not fused_ppo_loss  # really a second copy
+    for fn in (fused_ppo_loss, copy.fused_ppo_loss):
+        check(*run_both(*make_inputs(2, 3, 40, torch.float32), kl_coef=0.1), torch.float32)
+        x = torch.randn(2, 3, 40, requires_grad=True)
+        loss, _ = fn(x, torch.zeros(2, 3, dtype=torch.long), torch.randn(2, 3), torch.randn(2),
+                     None)
+        loss.backward()
+        assert torch.isfinite(x.grad).all()
+
+
 def test_real_vocab_size():
     inputs = make_inputs(2, 2, 50000, torch.bfloat16, per_seq=True, hole_rate=0.0)
     check(*run_both(*inputs, kl_coef=0.04, entropy_coef=0.01), torch.bfloat16)
