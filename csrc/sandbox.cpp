@@ -293,8 +293,6 @@ bool install(std::vector<sock_filter> prog) {
 
 [[noreturn]] void fail(int code) { _exit(code); }
 
-constexpr int kChildNice = 5;
-
 uint64_t vm_bytes() {
   FILE* f = fopen("/proc/self/statm", "re");
   unsigned long pages = 0;
@@ -404,8 +402,6 @@ void enter_sandbox(const SandboxConfig& cfg, const Features& feat, const std::st
   set_limit(RLIMIT_CORE, 0);
   set_limit(RLIMIT_MEMLOCK, 0);
   set_limit(RLIMIT_MSGQUEUE, 0);
-  // Below the zygote, so it keeps the CPU it needs to start programs and enforce deadlines.
-  setpriority(PRIO_PROCESS, 0, kChildNice);
   if (feat.uid_dropped) {
     constexpr uid_t kNobody = 65534;
     if (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||

@@ -93,6 +93,9 @@ struct Zygote::Kid {
   uint64_t job = 0;
   uint32_t timeout_ms = 0;
   Clock::time_point deadline, started, demote_at;
+  clockid_t cpu_clock = 0;
+  uint32_t demote_cpu_ms = 0;
+  double cpu0_ms = 0;  // its CPU time when this program started (workers run many)
   int served = 0;
 };
 
@@ -223,13 +226,34 @@ void Zygote::start_job(uint64_t job, uint32_t timeout_ms, uint8_t conventions,
   kid->timeout_ms = timeout_ms;
   kid->started = Clock::now();
   kid->deadline = kid->started + std::chrono::milliseconds(timeout_ms);
-  kid->demote_at = kid->started + std::chrono::milliseconds(std::max<uint32_t>(50, timeout_ms / 10));
+  kid->demote_cpu_ms = std::max<uint32_t>(50, timeout_ms / 10);
+  kid->demote_at = kid->started + std::chrono::milliseconds(kid->demote_cpu_ms);
+  if (!kid->cpu_clock && clock_getcpuclockid(kid->pid, &kid->cpu_clock) != 0) kid->cpu_clock = 0;
+  kid->cpu0_ms = cpu_ms(*kid);
 }
 
-// A program still running after a tenth of its deadline is most likely a runaway loop: move
-// all its threads to SCHED_IDLE, so that it only gets CPU nobody else wants. Its wall-clock
-// deadline is unchanged; programs that finish quickly get the cores meanwhile.
-void Zygote::demote(Kid* kid) {
+// A program that has used a tenth of its deadline in CPU time is most likely a runaway loop:
+// move all its threads to SCHED_IDLE, so that it only gets CPU nobody else wants. Its
+// wall-clock deadline is unchanged; programs that finish quickly get the cores meanwhile.
+// CPU time, not wall time: a program that merely waits for a core on a busy machine is no
+// runaway. Below the threshold, look again when it could first have reached it.
+double Zygote::cpu_ms(const Kid& kid) {
+  timespec ts{};
+  if (!kid.cpu_clock || clock_gettime(kid.cpu_clock, &ts) != 0) return -1;
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+void Zygote::maybe_demote(Kid* kid, Clock::time_point now) {
+  double now_ms = cpu_ms(*kid);
+  double used_ms = now_ms >= 0 && kid->cpu0_ms >= 0
+                       ? now_ms - kid->cpu0_ms  // without a CPU clock: wall time
+                       : std::chrono::duration<double, std::milli>(now - kid->started).count();
+  if (used_ms < kid->demote_cpu_ms) {
+    auto wait = std::chrono::microseconds(
+        std::max<int64_t>(5000, static_cast<int64_t>((kid->demote_cpu_ms - used_ms) * 1000)));
+    kid->demote_at = now + wait;
+    return;
+  }
   kid->demoted = true;
   set_policy(kid, SCHED_IDLE);
 }
@@ -259,6 +283,7 @@ bool Zygote::watched(const Kid& k) const {
 void Zygote::retire(Kid* kid) {
   kid->retiring = true;
   kill(kid->pid, SIGKILL);
+  if (kid->demoted) set_policy(kid, SCHED_OTHER);  // a SCHED_IDLE process dies slowly
 }
 
 void Zygote::drain(Kid* kid) {
@@ -369,7 +394,10 @@ void Zygote::on_exit(Kid* kid) {
 
 void Zygote::shutdown(int code) {
   for (auto& k : kids_)
-    if (k->pid > 0) kill(k->pid, SIGKILL);
+    if (k->pid > 0) {
+      kill(k->pid, SIGKILL);
+      if (k->demoted) set_policy(k.get(), SCHED_OTHER);
+    }
   for (auto& k : kids_)
     if (k->pid > 0) {
       waitpid(k->pid, nullptr, 0);
@@ -466,7 +494,7 @@ void Zygote::serve() {
         // (tens of ms under load); it is reaped and its directory removed when it is gone.
         finish(k.get(), timeout_result(k->timeout_ms));
       } else if (k->busy && cfg_.demote && !k->demoted && now >= k->demote_at) {
-        demote(k.get());
+        maybe_demote(k.get(), now);
       }
     }
     kids_.erase(std::remove_if(kids_.begin(), kids_.end(), [](auto& k) { return k->pid <= 0; }),

@@ -46,7 +46,8 @@ class Zygote {
   void finish(Kid* kid, Result r);
   void retire(Kid* kid);
   bool watched(const Kid& k) const;
-  void demote(Kid* kid);
+  void maybe_demote(Kid* kid, Clock::time_point now);
+  static double cpu_ms(const Kid& kid);
   void set_policy(Kid* kid, int policy);
   void send(uint64_t job, const Result& r);
   [[noreturn]] void shutdown(int code);
