@@ -5,29 +5,39 @@
 
 * **Zygotes, never a fork of the trainer.** Each of ``workers`` zygotes is a fresh
   ``python -I -S`` started with ``posix_spawn`` in a clean environment; it pre-imports
-  ``preload`` (math and sympy by default), freezes its heap and waits for programs. A C++ thread
-  per zygote in the trainer feeds it from a shared queue and keeps up to ``slots`` programs in
-  flight. Dead or unresponsive zygotes are killed, their in-flight programs reported as
-  ``infra_error``, and a new zygote is started.
+  ``preload`` (math and sympy by default, with sympy's solver warmed up), freezes its heap,
+  backs it with transparent huge pages (a fork then copies a few page-middle-directory entries
+  instead of thousands of PTEs) and waits for programs. A C++ thread per zygote in the trainer
+  feeds it from a shared queue and keeps up to ``slots`` programs in flight, of which the
+  zygote runs ``active`` at full priority. Dead or unresponsive zygotes are killed, their
+  in-flight programs reported as ``infra_error``, and a new zygote is started.
 * **Confinement of every program process**: its own process group; rlimits (address space =
   the interpreter plus ``memory_mb``, CPU, file size ``fsize_mb``, 64 descriptors, no core
   files); no capabilities (as root without Landlock: uid ``nobody``); ``PR_SET_NO_NEW_PRIVS``;
   Landlock (when the kernel has it): read only the Python installation and system libraries,
   write only a fresh empty scratch directory (its cwd), no TCP, no signals or ptrace outside;
-  a hand-written seccomp filter (no fork/exec/sockets/ptrace/mount, no raising limits, no
-  signals to other processes; threads allowed); closed descriptors (stdout/stderr go to
+  hand-written seccomp filters, an allowlist installed once in the zygote and a short child
+  layer (no fork/exec/sockets/ptrace/mount, no raising limits, no signals to other processes,
+  no ownership/mode/identity changes; threads allowed); closed descriptors (stdout/stderr go to
   /dev/null); an empty network namespace (user+net namespaces where the kernel allows);
   ``PR_SET_PDEATHSIG`` so nothing outlives its zygote. Forks are refused by seccomp, which also
   holds for root, whom ``RLIMIT_NPROC`` does not bind.
 * **A hard wall-clock deadline from outside**: the zygote SIGKILLs the program's process group
-  at ``timeout_s``; the host kills the whole zygote if it stays silent ``grace_s`` longer.
+  at ``timeout_s`` and reports the timeout at once; the host kills the whole zygote if it
+  stays silent ``grace_s`` past twice the deadline. A program that has burnt a tenth of its
+  deadline in CPU time is moved to ``SCHED_IDLE`` (``demote``), so runaway loops stop taking
+  cores from the programs that finish.
 * **Binary results**: status byte, two doubles, a short UTF-8 error text. Nothing is unpickled;
   a returned object is converted to a float inside the sandbox (see ``rlkd_fast.pot``).
 
 Isolation modes and their trade-off:
 
 * ``isolation="fork"`` (default): a fresh forked child per program. Nothing a program does can
-  reach the next one. Cost: a fork of an interpreter with sympy loaded (~2.5 ms of CPU).
+  reach the next one. Cost: fork, confinement and exit of a child of an interpreter with sympy
+  loaded, about 2-4 ms of CPU per program on this project's 2-core machine (see
+  ``benchmarks/RESULTS_executor.md``). The child is a bare ``fork()`` of the single-threaded
+  zygote, without Python's at-fork hooks: every child starts from the zygote's ``random``
+  state, so programs drawing random numbers are reproducible.
 * ``isolation="worker"``: each zygote keeps up to ``slots`` confined workers that run programs
   one after another, several times faster. A worker is replaced after a timeout, a crash, after
   ``max_programs_per_worker`` programs, and whenever a program changed state it can see (cwd
@@ -128,10 +138,10 @@ class PotExecutor:
         fsize_mb: largest file a program may write in its scratch directory.
         max_programs_per_worker: worker mode: replace a worker after this many programs.
         grace_s: how long past a deadline a silent zygote is tolerated before it is replaced.
-        demote: move a program still running after a tenth of its deadline (at least 0.05 s)
-            to ``SCHED_IDLE``: runaway loops then stop taking CPU from programs that finish,
-            while their wall-clock deadline stays the same. Under full CPU load a slow but
-            finite program may then time out where it would otherwise have finished.
+        demote: move a program that has used a tenth of its deadline in CPU time (at least
+            0.05 s) to ``SCHED_IDLE``: runaway loops then stop taking CPU from programs that
+            finish, while their wall-clock deadline stays the same. When the cores are all
+            busy, a slow but finite program may then time out where it would have finished.
     """
 
     def __init__(self, workers: int = 2, timeout_s: float = 2.0, memory_mb: int = 1024,
