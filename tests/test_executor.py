@@ -59,9 +59,9 @@ def worker_ex():
 def test_ordinary_programs_match_serial_run(isolation, fork_ex):
     programs = make_corpus(150, seed=7, timeout_frac=0.0)
     if isolation == "fork":
-        got = fork_ex.run(programs)
+        got = fork_ex.run(programs, timeout_s=5.0)
     else:
-        with PotExecutor(workers=2, timeout_s=2.0, isolation="worker",
+        with PotExecutor(workers=2, timeout_s=5.0, isolation="worker",
                          conventions="reft") as ex:
             got = ex.run(programs)
     want = serial(programs)
