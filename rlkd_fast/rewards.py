@@ -15,6 +15,7 @@ Two modes decide what "a number" is:
 
 Gold answers may be numbers or strings such as ``"1,234"``, ``"203.0"``, ``" -7 "``, ``"$5"``,
 ``"12%"`` or GSM8K's ``"... #### 42"``; an unparsable gold answer raises ``ValueError``.
+A gold answer of ``None`` (an unlabeled row) gives 0.0: nothing can match a missing label.
 """
 
 from __future__ import annotations
@@ -56,14 +57,15 @@ def prediction(result: ExecResult, mode: str = "strict") -> float | None:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-def verifiable_reward(results: Sequence[ExecResult], gold: Sequence[str | float | int],
+def verifiable_reward(results: Sequence[ExecResult], gold: Sequence[str | float | int | None],
                       tol: float = 1e-2, mode: str = "strict",
                       as_tensor: bool = True) -> torch.Tensor | list[float]:
     """Rewards 1.0 / 0.1 / 0.0 for ``results[i]`` against ``gold[i]``.
 
     Args:
         results: ``ExecResult`` per program (from ``PotExecutor.run``).
-        gold: the labels, numbers or strings (see ``parse_gold``); same length.
+        gold: the labels, numbers or strings (see ``parse_gold``), None for no label;
+            same length.
         tol: absolute tolerance of a correct answer.
         mode: ``"strict"`` or ``"reft"`` (see the module docstring).
         as_tensor: return a float32 tensor [N] (default) or a list of floats.
@@ -76,9 +78,9 @@ def verifiable_reward(results: Sequence[ExecResult], gold: Sequence[str | float 
         raise ValueError("tol must be >= 0")
     rewards = []
     for res, g in zip(results, gold):
-        target = parse_gold(g)
+        target = None if g is None else parse_gold(g)
         pred = prediction(res, mode)
-        if pred is None:
+        if pred is None or target is None:
             rewards.append(FAILED)
         else:
             rewards.append(CORRECT if abs(pred - target) <= tol else WRONG_NUMBER)

@@ -72,6 +72,10 @@ def test_tolerance_and_errors():
         verifiable_reward([ok(1.0)], ["1"], tol=-1)
     with pytest.raises(ValueError):
         prediction(ok(1.0), "loose")
+    with pytest.raises(ValueError):
+        verifiable_reward([ok(1.0)], ["None"])
+    # A missing label (None) can never be matched.
+    assert verifiable_reward([ok(1.0), ok(2.0)], [None, "2"], as_tensor=False) == [0.0, 1.0]
 
 
 def _reft_reward(result, gold: str) -> float:
