@@ -203,11 +203,19 @@ def test_reft_values_of_odd_results(ex):
     assert all(r.status == "nonnumeric" for r in res)
 
 
-def test_all_at_once_then_still_healthy(ex):
-    """Every case in one batch (they run concurrently), then ordinary programs still work."""
+@pytest.mark.parametrize("isolation", ["fork", "worker"])
+def test_all_at_once_then_still_healthy(ex, isolation):
+    """Every case in one batch (they run concurrently), then ordinary programs still work;
+    worker mode must give the same statuses as fork mode."""
     progs = [p.replace("PORT", "9") for n, p, _, _ in CASES if "200k" not in n]
     want = [s for n, _, s, _ in CASES if "200k" not in n]
-    got = [r.status for r in ex.run(progs, timeout_s=3.0)]  # CPU-bound cases run side by side
+    if isolation == "worker":
+        with PotExecutor(workers=1, timeout_s=3.0, memory_mb=256, isolation="worker") as wex:
+            got = [r.status for r in wex.run(progs)]
+            ok = wex.run([sol(f"return {i} + 0.5") for i in range(20)])
+    else:
+        got = [r.status for r in ex.run(progs, timeout_s=3.0)]  # CPU-bound cases side by side
+        ok = ex.run([sol(f"return {i} + 0.5") for i in range(20)])
     assert got == want, [(c[0], g) for c, g, w in zip(CASES, got, want) if g != w]
-    ok = ex.run([sol(f"return {i} + 0.5") for i in range(20)])
     assert [r.value for r in ok] == [i + 0.5 for i in range(20)]
+    assert not any(p.exists() for p in PWNED)
