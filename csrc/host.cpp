@@ -219,8 +219,9 @@ bool Executor::spawn(Zyg* z, std::string* err) {
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, to[0], 3);
   posix_spawn_file_actions_adddup2(&fa, from[1], 4);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 5);
-  posix_spawn_file_actions_addchdir_np(&fa, "/");
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
+  posix_spawn_file_actions_addclosefrom_np(&fa, 5);  // the zygote closes them too (older glibc)
+#endif
   posix_spawnattr_t at;
   posix_spawnattr_init(&at);
   sigset_t none, all;

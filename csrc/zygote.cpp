@@ -72,9 +72,11 @@ Result call_program(const py::object& run, const std::string& src, uint8_t conve
   return r;
 }
 
-const char* signal_name(int sig) {
-  const char* s = sigabbrev_np(sig);
-  return s ? s : "?";
+std::string signal_name(int sig) {
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 32)
+  if (const char* s = sigabbrev_np(sig)) return std::string("SIG") + s;
+#endif
+  return "signal " + std::to_string(sig);
 }
 
 }  // namespace
@@ -368,7 +370,7 @@ void Zygote::on_exit(Kid* kid) {
       r.status = kTimeout;
       r.err = "CPU time limit exceeded";
     } else if (WIFSIGNALED(st)) {
-      r = crash(std::string("killed by signal SIG") + signal_name(WTERMSIG(st)));
+      r = crash("killed by " + signal_name(WTERMSIG(st)));
     } else if (WIFEXITED(st) && WEXITSTATUS(st) >= 121 && WEXITSTATUS(st) <= 127) {
       r.status = kInfra;
       r.err = "sandbox setup failed (code " + std::to_string(WEXITSTATUS(st)) + ")";
@@ -431,6 +433,9 @@ void Zygote::start_pending() {
 }
 
 void Zygote::serve() {
+  // Nothing inherited beyond the two pipes, and no hold on the trainer's working directory.
+  syscall(SYS_close_range, 5u, ~0u, 0u);
+  if (chdir("/") != 0) _exit(1);
   feat_ = prepare_zygote(cfg_.sandbox, cfg_.base_dir);
   if (!feat_.seccomp) {  // never run programs without it
     Result r;
