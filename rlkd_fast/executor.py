@@ -117,7 +117,13 @@ def _load_core():
 
 
 def _read_roots(paths: Sequence[str]) -> list[str]:
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *paths, *_SYSTEM_READ_ROOTS}
+    """What programs may read: the Python installation, package directories and system
+    libraries. Other sys.path entries (a project checkout, a home directory on PYTHONPATH)
+    stay unreadable; the zygote imports the preload modules from them before confinement."""
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    packages = [p for p in paths if any(p.startswith(x + os.sep) for x in prefixes)
+                or os.path.basename(p) in ("site-packages", "dist-packages")]
+    roots = {*prefixes, *packages, *_SYSTEM_READ_ROOTS}
     return sorted(r for r in roots if r and os.path.exists(r))
 
 

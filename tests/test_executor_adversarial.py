@@ -230,3 +230,12 @@ def test_all_at_once_then_still_healthy(ex, isolation):
     assert got == want, [(c[0], g) for c, g, w in zip(CASES, got, want) if g != w]
     assert [r.value for r in ok] == [i + 0.5 for i in range(20)]
     assert not any(p.exists() for p in PWNED)
+
+
+def test_project_files_unreadable(ex):
+    """sys.path entries outside the Python installation (this checkout) are not readable."""
+    here = Path(__file__).resolve()
+    res = ex.run([sol(f"return len(open({str(here)!r}).read())")], timeout_s=5.0)[0]
+    if "landlock=0" in ex.features:
+        pytest.skip("read confinement needs Landlock")
+    assert res.status == "error" and "PermissionError" in res.error
