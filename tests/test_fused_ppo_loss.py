@@ -39,10 +39,12 @@ def make_inputs(B, T, V, dtype, per_seq=False, with_ref=True, temperature=1.0, h
     return logits, ids, old, adv, mask, ref
 
 
-def run_both(logits, ids, old, adv, mask, ref, backend="triton", grad_scale=1.0, **kw):
-    """(loss, stats, grad) from fused_ppo_loss and from autograd of the float64 reference."""
+def run_both(logits, ids, old, adv, mask, ref, backend="triton", grad_scale=1.0,
+             fn=fused_ppo_loss, **kw):
+    """(loss, stats, grad) from ``fn`` (fused_ppo_loss) and from autograd of the float64
+    reference."""
     x = logits.clone().requires_grad_()
-    loss, stats = fused_ppo_loss(x, ids, old, adv, mask, ref_logprobs=ref, backend=backend, **kw)
+    loss, stats = fn(x, ids, old, adv, mask, ref_logprobs=ref, backend=backend, **kw)
     (grad_scale * loss).backward()
     x64 = logits.detach().double().requires_grad_()
     ref64 = ref.double() if ref is not None else None
@@ -196,27 +198,38 @@ def test_banned_tokens_with_minus_inf_logits(poison, entropy_coef):
     assert torch.equal(x.grad[..., banned], torch.zeros_like(x.grad[..., banned]))
 
 
-def test_a_second_copy_of_the_module_keeps_the_ops_working(monkeypatch):
-    """With the repository root on sys.path, transformers' probe for the hub package "kernels"
-    executes these files again as kernels.*: the ops must survive (not be re-registered)."""
+LOGITS_OPS = ("fused_ppo_loss", "token_logprobs", "token_logprobs_bwd", "token_logprobs_bwd_",
+              "scale_")
+
+
+def test_a_second_copy_of_the_module_keeps_the_ops(poison):
+    """transformers probes for the hub package "kernels" by importing it: with the repository root
+    on sys.path that executes these files a second time. Redefining an op destroys its first
+    registration and leaves the first copy's handles dangling (use after free: segfaults or
+    "vector::reserve" in later calls), so the second copy must reuse the registered ops."""
     import importlib
     import sys
+    import types
     from pathlib import Path
 
-    import rlkd_fast.kernels
-
-    monkeypatch.syspath_prepend(str(Path(rlkd_fast.kernels.__file__).parents[1]))
-    for name in [m for m in sys.modules if m == "kernels" or m.startswith("kernels.")]:
-        monkeypatch.delitem(sys.modules, name)
-    copy = importlib.import_module("kernels.fused_ppo_loss")
-    assert copy.fused_ppo_loss is not fused_ppo_loss  # really a second copy
-    for fn in (fused_ppo_loss, copy.fused_ppo_loss):
-        check(*run_both(*make_inputs(2, 3, 40, torch.float32), kl_coef=0.1), torch.float32)
-        x = torch.randn(2, 3, 40, requires_grad=True)
-        loss, _ = fn(x, torch.zeros(2, 3, dtype=torch.long), torch.randn(2, 3), torch.randn(2),
-                     None)
-        loss.backward()
-        assert torch.isfinite(x.grad).all()
+    first = importlib.import_module("rlkd_fast.kernels.fused_ppo_loss")  # the module
+    ops = {name: getattr(torch.ops.rlkd_fast, name).default for name in LOGITS_OPS}
+    # a package stub, so that only _common, token_logprobs and fused_ppo_loss run again (the real
+    # __init__ would re-run every kernel module, and this test is about these two)
+    pkg = types.ModuleType("_kernels_copy")
+    pkg.__path__ = [str(Path(first.__file__).parent)]
+    sys.modules[pkg.__name__] = pkg
+    try:
+        copy = importlib.import_module(f"{pkg.__name__}.fused_ppo_loss")
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == pkg.__name__]:
+            del sys.modules[name]
+    assert copy.fused_ppo_loss is not first.fused_ppo_loss  # really a second copy
+    for name, op in ops.items():  # a redefinition would have replaced (and freed) the op
+        assert getattr(torch.ops.rlkd_fast, name).default is op, f"rlkd_fast::{name} redefined"
+    for fn in (first.fused_ppo_loss, copy.fused_ppo_loss):
+        inputs = make_inputs(2, 3, 40, torch.float32, per_seq=True)
+        check(*run_both(*inputs, kl_coef=0.1, fn=fn), torch.float32)
 
 
 def test_real_vocab_size():
