@@ -8,17 +8,26 @@ Every op takes ``backend="auto" | "triton" | "torch"``: ``auto`` runs Triton on 
 on CPU tensors under ``TRITON_INTERPRET=1``), the reference otherwise.
 """
 
-from .fused_ppo_loss import fused_ppo_loss, fused_ppo_loss_reference
-from .gae import gae, gae_reference, masked_whiten
-from .grpo import grpo_advantages, grpo_advantages_reference
-from .ppo_loss import ppo_loss, ppo_loss_reference
-from .token_logprobs import token_logprobs, token_logprobs_reference
-from .yon_reward import (
-    yon_reward,
-    yon_reward_from_hidden,
-    yon_reward_from_hidden_reference,
-    yon_reward_reference,
-)
+if __name__ == "kernels":
+    # Imported under its bare directory name (the repository root is on sys.path, and
+    # transformers probes for a hub package called "kernels"): stand in for the real package
+    # instead of registering every custom op a second time, which would break the first copy.
+    import importlib as _importlib
+    import sys as _sys
+
+    _sys.modules[__name__] = _importlib.import_module("rlkd_fast.kernels")
+else:
+    from .fused_ppo_loss import fused_ppo_loss, fused_ppo_loss_reference
+    from .gae import gae, gae_reference, masked_whiten
+    from .grpo import grpo_advantages, grpo_advantages_reference
+    from .ppo_loss import ppo_loss, ppo_loss_reference
+    from .token_logprobs import token_logprobs, token_logprobs_reference
+    from .yon_reward import (
+        yon_reward,
+        yon_reward_from_hidden,
+        yon_reward_from_hidden_reference,
+        yon_reward_reference,
+    )
 
 __all__ = [
     "fused_ppo_loss",
