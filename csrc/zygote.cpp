@@ -418,12 +418,20 @@ bool Zygote::read_request() {
   return true;
 }
 
-// Start queued programs while fewer than `active` run at full priority (demoted runaways do
-// not count): enough to keep the cores busy, few enough not to thrash them.
+// Start queued programs while fewer than `active` young ones run: enough to keep the cores
+// busy, few enough not to thrash them. A program older than kYoung (most take a few ms) no
+// longer holds a place, so a slow one or a runaway awaiting demotion does not stall the rest.
+constexpr auto kYoung = std::chrono::milliseconds(30);
+
+bool Zygote::young(const Kid& k, Clock::time_point now) const {
+  return k.pid > 0 && k.busy && !k.demoted && !k.killed && now - k.started < kYoung;
+}
+
 void Zygote::start_pending() {
   int running = 0;
+  const auto now = Clock::now();
   for (auto& k : kids_)
-    if (k->pid > 0 && k->busy && !k->demoted && !k->killed) running++;
+    if (young(*k, now)) running++;
   while (!pending_.empty() && running < cfg_.active) {
     Pending p = std::move(pending_.front());
     pending_.pop_front();
@@ -469,7 +477,10 @@ void Zygote::serve() {
       }
       if (watched(*k)) {
         bool early = k->busy && cfg_.demote && !k->demoted;
-        int64_t left = ms_until(early ? std::min(k->demote_at, k->deadline) : k->deadline);
+        auto next = early ? std::min(k->demote_at, k->deadline) : k->deadline;
+        if (!pending_.empty() && young(*k, Clock::now()))
+          next = std::min(next, k->started + kYoung);  // its place frees up then
+        int64_t left = ms_until(next);
         wait_ms = wait_ms < 0 ? left : std::min(wait_ms, left);
       }
     }

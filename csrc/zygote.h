@@ -17,7 +17,7 @@ struct ZygoteConfig {
   bool worker = false;       // isolation="worker": long-lived confined workers
   int max_programs = 1000;   // a worker is replaced after this many programs
   bool demote = true;        // SCHED_IDLE for programs past a tenth of their deadline
-  int active = 2;            // programs running at full priority at once
+  int active = 2;            // young programs (< 30 ms) running at once
   pid_t host_pid = 0;
   std::string base_dir;      // per-program scratch directories are made below it
   SandboxConfig sandbox;
@@ -40,6 +40,7 @@ class Zygote {
   void start_job(uint64_t job, uint32_t timeout_ms, uint8_t conventions, const std::string& src);
   bool read_request();
   void start_pending();
+  bool young(const Kid& k, Clock::time_point now) const;
   void drain(Kid* kid);
   void on_data(Kid* kid);
   void on_exit(Kid* kid);
