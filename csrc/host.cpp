@@ -167,7 +167,7 @@ std::vector<Result> Executor::run(std::vector<std::string> sources, uint32_t tim
   batch->left = n;
   if (n == 0) return {};
   // A program may first wait in its zygote's queue behind others (each holds a full-priority
-  // place for at most a tenth of its deadline before demotion), hence twice the deadline.
+  // place for at most 30 ms), hence twice the deadline.
   const auto backstop = std::chrono::milliseconds(2 * static_cast<int64_t>(timeout_ms)) +
                         std::chrono::milliseconds(static_cast<int64_t>(opts_.grace_s * 1000));
   {

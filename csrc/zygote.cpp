@@ -228,23 +228,25 @@ void Zygote::start_job(uint64_t job, uint32_t timeout_ms, uint8_t conventions,
   kid->timeout_ms = timeout_ms;
   kid->started = Clock::now();
   kid->deadline = kid->started + std::chrono::milliseconds(timeout_ms);
-  kid->demote_cpu_ms = std::max<uint32_t>(50, timeout_ms / 10);
+  kid->demote_cpu_ms = std::max<uint32_t>(50, timeout_ms / 20);
   kid->demote_at = kid->started + std::chrono::milliseconds(kid->demote_cpu_ms);
   if (!kid->cpu_clock && clock_getcpuclockid(kid->pid, &kid->cpu_clock) != 0) kid->cpu_clock = 0;
   kid->cpu0_ms = cpu_ms(*kid);
 }
 
-// A program that has used a tenth of its deadline in CPU time is most likely a runaway loop:
-// move all its threads to SCHED_IDLE, so that it only gets CPU nobody else wants. Its
-// wall-clock deadline is unchanged; programs that finish quickly get the cores meanwhile.
-// CPU time, not wall time: a program that merely waits for a core on a busy machine is no
-// runaway. Below the threshold, look again when it could first have reached it.
+// CPU time of a program process in ms; -1 when its CPU clock cannot be read.
 double Zygote::cpu_ms(const Kid& kid) {
   timespec ts{};
   if (!kid.cpu_clock || clock_gettime(kid.cpu_clock, &ts) != 0) return -1;
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+// A program that has used a twentieth of its deadline (at least 50 ms) in CPU time is most
+// likely a runaway loop (PoT programs take a few ms, a sympy.solve a few tens):
+// move all its threads to SCHED_IDLE, so that it only gets CPU nobody else wants. Its
+// wall-clock deadline is unchanged; programs that finish quickly get the cores meanwhile.
+// CPU time, not wall time: a program that merely waits for a core on a busy machine is no
+// runaway. Below the threshold, look again when it could first have reached it.
 void Zygote::maybe_demote(Kid* kid, Clock::time_point now) {
   double now_ms = cpu_ms(*kid);
   double used_ms = now_ms >= 0 && kid->cpu0_ms >= 0

@@ -16,7 +16,7 @@ namespace rlkd {
 struct ZygoteConfig {
   bool worker = false;       // isolation="worker": long-lived confined workers
   int max_programs = 1000;   // a worker is replaced after this many programs
-  bool demote = true;        // SCHED_IDLE for programs past a tenth of their deadline
+  bool demote = true;        // SCHED_IDLE past 1/20 of the deadline in CPU
   int active = 2;            // young programs (< 30 ms) running at once
   pid_t host_pid = 0;
   std::string base_dir;      // per-program scratch directories are made below it

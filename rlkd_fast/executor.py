@@ -24,9 +24,9 @@
   holds for root, whom ``RLIMIT_NPROC`` does not bind.
 * **A hard wall-clock deadline from outside**: the zygote SIGKILLs the program's process group
   at ``timeout_s`` and reports the timeout at once; the host kills the whole zygote if it
-  stays silent ``grace_s`` past twice the deadline. A program that has burnt a tenth of its
-  deadline in CPU time is moved to ``SCHED_IDLE`` (``demote``), so runaway loops stop taking
-  cores from the programs that finish.
+  stays silent ``grace_s`` past twice the deadline. A program that has burnt a twentieth of
+  its deadline (at least 50 ms) in CPU time is moved to ``SCHED_IDLE`` (``demote``), so
+  runaway loops stop taking cores from the programs that finish.
 * **Binary results**: status byte, two doubles, a short UTF-8 error text. Nothing is unpickled;
   a returned object is converted to a float inside the sandbox (see ``rlkd_fast.pot``).
 
@@ -139,13 +139,14 @@ class PotExecutor:
         conventions: ``"plain"`` (run the text, call ``solution()``) or ``"reft"``
             (``rlkd_fast.pot.reft_program`` first, ReFT's separate globals/locals).
         slots: programs sent to each zygote at once (default 16).
-        active: of those, how many a zygote runs at full priority at once (default 2);
-            the others wait in its queue, so a demoted runaway never blocks the rest.
+        active: of those, how many young ones (started < 30 ms ago) a zygote runs at once
+            (default 2); the others wait in its queue. Older programs do not count, so slow
+            ones and runaways never block the rest.
         fsize_mb: largest file a program may write in its scratch directory.
         max_programs_per_worker: worker mode: replace a worker after this many programs.
         grace_s: how long past a deadline a silent zygote is tolerated before it is replaced.
-        demote: move a program that has used a tenth of its deadline in CPU time (at least
-            0.05 s) to ``SCHED_IDLE``: runaway loops then stop taking CPU from programs that
+        demote: move a program that has used a twentieth of its deadline in CPU time (at
+            least 0.05 s) to ``SCHED_IDLE``: runaway loops then stop taking CPU from programs that
             finish, while their wall-clock deadline stays the same. When the cores are all
             busy, a slow but finite program may then time out where it would have finished.
     """
