@@ -224,3 +224,25 @@ def test_a_forked_copy_refuses_and_leaves_the_parent_alone(fork_ex):
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 7
     assert fork_ex.run(["def solution():\n    return 2\n"])[0].value == 2.0
+
+
+def test_stop_and_continue_survive():
+    """SIGSTOP/SIGCONT (job control, a freezer, a debugger attaching) make the kernel resume
+    interrupted sleeps and polls through restart_syscall, which the filters must allow."""
+    with PotExecutor(workers=1, timeout_s=5.0, preload=("math",)) as ex:
+        z = ex.zygote_pids()[0]
+        progs = ["import time\ndef solution():\n    time.sleep(0.4)\n    return 1\n"] * 2
+
+        def poke() -> None:
+            time.sleep(0.15)
+            for pid in [z, *zygote_children(z)]:
+                os.kill(pid, signal.SIGSTOP)
+                time.sleep(0.02)
+                os.kill(pid, signal.SIGCONT)
+
+        t = threading.Thread(target=poke)
+        t.start()
+        res = ex.run(progs)
+        t.join()
+        assert [(r.status, r.value) for r in res] == [("ok", 1.0)] * 2
+        assert ex.respawns == 0 and ex.zygote_pids() == [z]
