@@ -195,6 +195,8 @@ const long kAllowed[] = {
     SYS_rt_sigtimedwait, SYS_rt_sigsuspend, SYS_sigaltstack, SYS_setitimer, SYS_getitimer,
     SYS_futex, SYS_set_robust_list, SYS_get_robust_list, SYS_set_tid_address, SYS_rseq,
     SYS_restart_syscall,  // the kernel resumes interrupted sleeps and polls with it
+    SYS_getcpu, SYS_fadvise64, SYS_preadv, SYS_pwritev, SYS_preadv2, SYS_pwritev2,
+    SYS_copy_file_range, SYS_sendfile, SYS_sched_get_priority_max, SYS_sched_get_priority_min,
     SYS_sched_yield, SYS_sched_getaffinity, SYS_sched_getparam, SYS_sched_getscheduler,
     SYS_getpriority, SYS_exit, SYS_exit_group, SYS_wait4, SYS_waitid,
     SYS_getpid, SYS_gettid, SYS_getppid, SYS_getpgid, SYS_getsid, SYS_getuid, SYS_geteuid,
