@@ -188,13 +188,15 @@ def _tiny_judge_dir(cfg: TrainConfig, device: torch.device) -> Path:
     from transformers import AutoTokenizer
 
     from rlkd_fast.judges import resolve_token_ids
-    from rlkd_fast.teacher import judge_examples, teach_judge
+    from rlkd_fast.teacher import judge_examples, learn_to_solve, teach_judge
     from rlkd_fast.tiny import tiny_causal_lm
 
     tok_dir = _tiny_tokenizer_dir(cfg)
     final = _cache(cfg) / ("tiny-judge-" + _key(v=TINY_VERSION, seed=cfg.seed,
                                                  n=cfg.tiny_judge_problems,
-                                                 epochs=cfg.tiny_judge_epochs))
+                                                 epochs=cfg.tiny_judge_epochs,
+                                                 solve=cfg.tiny_judge_sft_epochs,
+                                                 data=cfg.labeled))
 
     def build(tmp: Path) -> None:
         print("teaching the tiny judge (first run only; cached in "
@@ -202,8 +204,8 @@ def _tiny_judge_dir(cfg: TrainConfig, device: torch.device) -> Path:
         tok = AutoTokenizer.from_pretrained(tok_dir)
         tok.padding_side = "left"
         # The judge learns from its own problems: a seed no student split uses.
-        corpus = load_split("synthetic", split="train", size=cfg.tiny_judge_problems,
-                            seed=777)
+        name = cfg.labeled if cfg.labeled.startswith("synthetic") else "synthetic"
+        corpus = load_split(name, split="train", size=cfg.tiny_judge_problems, seed=777)
         with open_executor(cfg) as ex:
             examples = judge_examples([p.question for p in corpus],
                                       [p.program for p in corpus],
@@ -213,9 +215,12 @@ def _tiny_judge_dir(cfg: TrainConfig, device: torch.device) -> Path:
         labels = [ok for _, _, ok in examples]
         model = tiny_causal_lm(tok, hidden_size=128, layers=2, heads=4, max_positions=1024,
                                seed=cfg.seed + 1).to(device)
+        if cfg.tiny_judge_sft_epochs > 0:
+            learn_to_solve(model, tok, corpus, header_of, cfg.tiny_judge_sft_epochs,
+                           seed=cfg.seed, progress=cfg.progress)
         teach_judge(model, tok, prompts, labels, resolve_token_ids(tok, ["Yes"]),
                     resolve_token_ids(tok, ["No"]), epochs=cfg.tiny_judge_epochs,
-                    batch_size=32, lr=2e-3,
+                    batch_size=32, lr=1e-3,
                     seed=cfg.seed, progress=cfg.progress)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

@@ -23,6 +23,9 @@ REDUCTIONS = ("seq-mean-token-mean", "token-mean")
 
 @dataclass
 class TrainConfig:
+    """Every setting of a run. The defaults are the embedded offline default (a tiny student on
+    synthetic problems, on a CPU); ``rlkd_fast/configs/paper_base.yaml`` holds the paper's."""
+
     # --- run ---------------------------------------------------------------------------------
     output_dir: str = "runs/default"
     seed: int = 0
@@ -41,49 +44,50 @@ class TrainConfig:
     cache_dir: str = "~/.cache/rlkd_fast"
     tiny_hidden: int = 128
     tiny_layers: int = 2
-    tiny_judge_problems: int = 3000  # problems the tiny judge is taught on (x2 with mistakes)
-    tiny_judge_epochs: float = 3.0
+    tiny_judge_problems: int = 2000  # problems the tiny judge is taught on (x2 with mistakes)
+    tiny_judge_epochs: float = 2.0  # Yes/No teaching epochs
+    tiny_judge_sft_epochs: float = 4.0  # the judge first learns to solve its own problems
     bf16: bool = True  # on CUDA only
 
     # --- data --------------------------------------------------------------------------------
-    labeled: str = "synthetic"  # data set name (rlkd_fast.data.load_split)
+    labeled: str = "synthetic:2"  # data set name (rlkd_fast.data.load_split); :2 = max 2 steps
     labeled_source: str | None = None
     labeled_split: str = "train"
-    unlabeled: str = "synthetic"
+    unlabeled: str = "synthetic:2"
     unlabeled_source: str | None = None
     unlabeled_split: str = "unlabeled"
     unlabeled_fraction: float = 1.0
-    eval_dataset: str = "synthetic"
+    eval_dataset: str = "synthetic:2"
     eval_source: str | None = None
     eval_split: str = "test"
     max_train: int = 2000  # labeled problems used (0: all)
     max_unlabeled: int = 2000
     max_eval: int = 200
-    max_prompt_tokens: int = 300
-    max_new_tokens: int = 700
+    max_prompt_tokens: int = 160
+    max_new_tokens: int = 96
     anti_hacking_suffix: bool = False  # append the "full reasoning" sentence to the docstring
     # "reft": "Question:\n{q}\nAnswer reasoning:\n" + the primed def/docstring (the paper's);
     # "header": the primed def/docstring alone (half the prompt tokens; the tiny default's).
-    prompt_style: str = "reft"
+    prompt_style: str = "header"
 
     # --- SFT ---------------------------------------------------------------------------------
     sft_epochs: float = 3.0
-    sft_lr: float = 2e-5
-    sft_batch_size: int = 16
+    sft_lr: float = 3e-3
+    sft_batch_size: int = 32
 
     # --- RL (PPO / GRPO) ---------------------------------------------------------------------
     coef_vr: float = 0.5  # a1: verifiable reward on the labeled loader
     coef_yon: float = 0.5  # a2: YoN judge on the unlabeled loader
     coef_rerank: float = 0.0  # a3: reranker on the unlabeled loader
-    rl_steps: int = 100  # optimizer updates
-    rl_lr: float = 3e-6
-    rollout_batch: int = 24  # questions per loader per step
+    rl_steps: int = 160  # optimizer updates
+    rl_lr: float = 5e-5
+    rollout_batch: int = 32  # questions per loader per step
     grpo_group: int = 8  # samples per question (GRPO)
     ppo_epochs: int = 2
-    minibatch_size: int = 12
+    minibatch_size: int = 16
     clip: float = 0.2
     value_clip: float = 0.2
-    vf_coef: float = 5.0
+    vf_coef: float = 0.5
     kl_coef: float = 0.01
     gamma: float = 1.0
     lam: float = 0.95
@@ -132,7 +136,7 @@ class TrainConfig:
                      "judge_batch_size", "tiny_hidden", "tiny_layers", "tiny_judge_problems"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("save_every", "eval_every", "max_train", "max_unlabeled", "max_eval",
-                     "judge_min_lines", "top_k", "sft_epochs"):
+                     "judge_min_lines", "top_k", "sft_epochs", "tiny_judge_sft_epochs"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("gamma", "lam", "judge_delta", "top_p"):
             v = getattr(self, name)

@@ -35,7 +35,7 @@ Isolation modes and their trade-off:
 * ``isolation="fork"`` (default): a fresh forked child per program. Nothing a program does can
   reach the next one. Cost: fork, confinement and exit of a child of an interpreter with sympy
   loaded, about 2-4 ms of CPU per program on this project's 2-core machine (see
-  ``benchmarks/RESULTS_executor.md``). The child is a bare ``fork()`` of the single-threaded
+  ``benchmarks/RESULTS.md``). The child is a bare ``fork()`` of the single-threaded
   zygote, without Python's at-fork hooks: every child starts from the zygote's ``random``
   state, so programs drawing random numbers are reproducible.
 * ``isolation="worker"``: each zygote keeps up to ``slots`` confined workers that run programs

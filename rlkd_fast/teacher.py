@@ -6,6 +6,12 @@ from the kinds of mistakes a student makes (a changed operator, a mistyped numbe
 return, swapped operands); each candidate is labelled by running it, not by how it was made.
 Only the two answer logits are trained (cross-entropy over [z_Yes, z_No] at the last position),
 which is exactly what the YoN reward reads.
+
+A judge taught from scratch learns only the base rate (measured: the same score for every
+program, pairwise accuracy 26% on correct vs mistaken programs). So, like a real judge that can
+solve the problems it grades, the teacher first learns to write the programs itself
+(``learn_to_solve``, on problems of its own), and only then to answer Yes/No (pairwise 67% after
+that, same data and steps).
 """
 
 from __future__ import annotations
@@ -84,6 +90,33 @@ def judge_examples(
             and abs(res.value - a) <= 1e-2
         out.append((q, p, ok))
     return out
+
+
+def learn_to_solve(model, tokenizer, problems, prompt, epochs: float, batch_size: int = 32,
+                   lr: float = 3e-3, seed: int = 0, progress: bool = True) -> list[float]:
+    """SFT ``model`` to write each problem's program (the teacher's own warm-up)."""
+    from rlkd_fast.sft import sft_loss
+
+    torch.manual_seed(seed)
+    model.train()
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    steps = max(1, int(epochs * len(problems) / batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                pct_start=0.05)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in tqdm(range(steps), desc="teacher solves", disable=not progress):
+        idx = torch.randint(len(problems), (batch_size,), generator=gen).tolist()
+        loss = sft_loss(model, tokenizer, [problems[i] for i in idx], prompt, 512, 256, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
 
 
 def teach_judge(

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rlkd_fast import bootstrap
@@ -39,12 +38,8 @@ from rlkd_fast.ppo import (
     ppo_token_advantages,
     score_tokens,
 )
-from rlkd_fast.prompts import (
-    count_program_lines,
-    program_body,
-    program_from_completion,
-    program_header,
-)
+from rlkd_fast.prompts import count_program_lines, program_from_completion, program_header
+from rlkd_fast.sft import sft_loss
 
 SHORT_PROGRAM_LINES = 4  # responses under this many lines count toward the collapse metric
 
@@ -166,7 +161,7 @@ class Trainer:
             opt.step()
             sched.step()
             self.state["sft_step"] += 1
-            self.timers["update"] += time.time() - t
+            self.timers["sft"] += time.time() - t
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if self.main:
@@ -181,28 +176,9 @@ class Trainer:
         model.eval()
 
     def _sft_loss(self, model, problems) -> torch.Tensor:
-        """Cross-entropy on the program body + EOS; the prompt is masked out."""
-        tok = self.tokenizer
-        rows, labels = [], []
-        for p in problems:
-            prompt = bootstrap.student_prompt(self.cfg, p.question)
-            body = program_body(p.program)  # the primed prompt already holds the header
-            a = tok(prompt, add_special_tokens=False).input_ids[-self.cfg.max_prompt_tokens:]
-            b = tok(body, add_special_tokens=False).input_ids[:self.cfg.max_new_tokens - 1]
-            b = b + [tok.eos_token_id]
-            rows.append(a + b)
-            labels.append([-100] * len(a) + b)
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), tok.pad_token_id)
-        lab = torch.full((len(rows), width), -100)
-        att = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (r, lb) in enumerate(zip(rows, labels, strict=True)):
-            ids[i, :len(r)], lab[i, :len(lb)], att[i, :len(r)] = torch.tensor(r), \
-                torch.tensor(lb), 1
-        ids, lab, att = ids.to(self.device), lab.to(self.device), att.to(self.device)
-        logits = model(input_ids=ids, attention_mask=att).logits[:, :-1]
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                               lab[:, 1:].reshape(-1), ignore_index=-100)
+        return sft_loss(model, self.tokenizer, problems,
+                        lambda q: bootstrap.student_prompt(self.cfg, q),
+                        self.cfg.max_prompt_tokens, self.cfg.max_new_tokens, self.device)
 
     # ------------------------------------------------------------------ RL
     def _sources(self) -> list[tuple[str, float]]:

@@ -20,7 +20,8 @@ from rlkd_fast.train import main
 TINY = [
     "max_train=16", "max_unlabeled=16", "max_eval=4", "sft_epochs=0.5", "sft_batch_size=8",
     "rollout_batch=4", "minibatch_size=2", "ppo_epochs=1", "max_new_tokens=16",
-    "tiny_judge_problems=32", "tiny_judge_epochs=0.5", "tiny_hidden=32", "tiny_layers=1",
+    "tiny_judge_problems=32", "tiny_judge_epochs=0.5", "tiny_judge_sft_epochs=0.5",
+    "tiny_hidden=32", "tiny_layers=1",
     "progress=false", "exec_workers=1", "prompt_style=header", "labeled=synthetic:1",
     "unlabeled=synthetic:1", "eval_dataset=synthetic:1",
 ]
@@ -55,6 +56,15 @@ def test_sft_then_ppo_writes_summary_metrics_and_checkpoint(tmp_path, cache):
         assert key in rl[-1], key
     assert any(r.get("stage") == "sft" for r in records)
     assert (tmp_path / "latest").exists() and (tmp_path / "reference").is_dir()
+
+
+def test_grpo_stage_runs_without_value_head(tmp_path, cache):
+    summary = run(tmp_path, cache, "stages=sft,grpo", "rl_steps=1", "grpo_group=2",
+                  "coef_vr=1", "coef_yon=0", "kl_coef=0.05")
+    assert summary["steps"] == 1
+    rl = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+          if '"grpo"' in line]
+    assert "vr/kl" in rl[-1] and "vr/value_loss" not in rl[-1]
 
 
 def test_zero_coefficient_never_loads_its_judge(tmp_path, cache, monkeypatch):
