@@ -71,7 +71,7 @@ class TrainConfig:
     prompt_style: str = "header"
 
     # --- SFT ---------------------------------------------------------------------------------
-    sft_epochs: float = 3.0
+    sft_epochs: float = 4.5
     sft_lr: float = 3e-3
     sft_batch_size: int = 32
 
@@ -80,7 +80,7 @@ class TrainConfig:
     coef_yon: float = 0.5  # a2: YoN judge on the unlabeled loader
     coef_rerank: float = 0.0  # a3: reranker on the unlabeled loader
     rl_steps: int = 160  # optimizer updates
-    rl_lr: float = 5e-5
+    rl_lr: float = 1e-4
     rollout_batch: int = 32  # questions per loader per step
     grpo_group: int = 8  # samples per question (GRPO)
     ppo_epochs: int = 2
