@@ -84,9 +84,10 @@ class Row:
 class Table:
     """Rows of one benchmark; printed with ratios to a named baseline and written as JSON+CSV."""
 
-    def __init__(self, name: str, copy_bps: float | None = None):
+    def __init__(self, name: str, copy_bps: float | None = None, gpu_benchmark: bool = True):
         self.name = name
         self.copy_bps = copy_bps
+        self.gpu_benchmark = gpu_benchmark  # False: a CPU benchmark, meaningful on the CPU
         self.rows: list[Row] = []
 
     def add(self, **kw) -> Row:
@@ -117,7 +118,7 @@ class Table:
                 f"{(f'{frac:.0%}' if frac else '-'):>12}"
                 f"{(f'{r.peak_mb:.0f}' if r.peak_mb is not None else '-'):>10}  {r.note}"
             )
-        if not on_gpu():
+        if self.gpu_benchmark and not on_gpu():
             lines.append("NOTE: CPU smoke run at tiny sizes: the timings are not meaningful; "
                          "run `pytest benchmarks` on an H100/H200 for real numbers.")
         return "\n".join(lines)
