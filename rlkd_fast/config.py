@@ -83,6 +83,9 @@ class TrainConfig:
     rl_lr: float = 1e-4
     rollout_batch: int = 32  # questions per loader per step
     grpo_group: int = 8  # samples per question (GRPO)
+    # GRPO advantages r - mean(group), divided by the group's std when true. A judge whose scores
+    # barely vary has its noise blown up to unit-size advantages by that division.
+    grpo_scale: bool = True
     ppo_epochs: int = 2
     minibatch_size: int = 16
     clip: float = 0.2

@@ -69,9 +69,10 @@ def ppo_token_advantages(
     return gae(rewards, values, mask, gamma=gamma, lam=lam, whiten=whiten)
 
 
-def group_advantages(scores: torch.Tensor, group: int) -> torch.Tensor:
-    """GRPO: each sample's reward normalised within its group of ``group`` consecutive rows."""
-    return grpo_advantages(scores.float(), group)
+def group_advantages(scores: torch.Tensor, group: int, scale: bool = True) -> torch.Tensor:
+    """GRPO: each sample's reward minus its group's mean (``group`` consecutive rows), divided
+    by the group's std when ``scale``."""
+    return grpo_advantages(scores.float(), group, scale=scale)
 
 
 @torch.no_grad()

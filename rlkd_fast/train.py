@@ -337,7 +337,7 @@ class Trainer:
         old, ref, values = score_tokens(self.policy, self.ref, batch, cfg.temperature)
         scores = scores.to(self.device)
         if cfg.rl_stage == "grpo":
-            adv = group_advantages(scores, cfg.grpo_group)
+            adv = group_advantages(scores, cfg.grpo_group, cfg.grpo_scale)
             exp = Experience(source, batch, scores, old, ref, adv)
         else:
             adv, ret = ppo_token_advantages(scores, batch.response_mask, old, ref, values,
