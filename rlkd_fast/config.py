@@ -30,7 +30,7 @@ class TrainConfig:
     output_dir: str = "runs/default"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    stages: list[str] = field(default_factory=lambda: ["sft", "ppo"])
+    stages: list[str] = field(default_factory=lambda: ["sft", "grpo"])
     resume: bool = False
     save_every: int = 20  # optimizer steps between checkpoints (RL stages)
     eval_every: int = 0  # RL steps between evaluations (0: only before and after)
@@ -79,15 +79,15 @@ class TrainConfig:
     coef_vr: float = 0.5  # a1: verifiable reward on the labeled loader
     coef_yon: float = 0.5  # a2: YoN judge on the unlabeled loader
     coef_rerank: float = 0.0  # a3: reranker on the unlabeled loader
-    rl_steps: int = 160  # optimizer updates
-    rl_lr: float = 1e-4
-    rollout_batch: int = 32  # questions per loader per step
+    rl_steps: int = 400  # optimizer updates
+    rl_lr: float = 5e-5
+    rollout_batch: int = 8  # questions per loader per step (x grpo_group samples for GRPO)
     grpo_group: int = 8  # samples per question (GRPO)
     # GRPO advantages r - mean(group), divided by the group's std when true. A judge whose scores
     # barely vary has its noise blown up to unit-size advantages by that division.
-    grpo_scale: bool = True
-    ppo_epochs: int = 2
-    minibatch_size: int = 16
+    grpo_scale: bool = False
+    ppo_epochs: int = 1
+    minibatch_size: int = 32
     clip: float = 0.2
     value_clip: float = 0.2
     vf_coef: float = 0.5
@@ -97,7 +97,7 @@ class TrainConfig:
     whiten_advantages: bool = True
     reduction: str = "seq-mean-token-mean"
     max_grad_norm: float = 1.0
-    temperature: float = 1.0
+    temperature: float = 0.7
     top_k: int = 0
     top_p: float = 1.0
     entropy_coef: float = 0.0

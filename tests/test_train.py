@@ -23,7 +23,7 @@ TINY = [
     "tiny_judge_problems=32", "tiny_judge_epochs=0.5", "tiny_judge_sft_epochs=0.5",
     "tiny_hidden=32", "tiny_layers=1",
     "progress=false", "exec_workers=1", "prompt_style=header", "labeled=synthetic:1",
-    "unlabeled=synthetic:1", "eval_dataset=synthetic:1",
+    "unlabeled=synthetic:1", "eval_dataset=synthetic:1", "stages=sft,ppo", "temperature=1.0",
 ]
 
 
