@@ -167,7 +167,7 @@ class TrainConfig:
         return next((s for s in self.stages if s in ("ppo", "grpo")), None)
 
 
-def _coerce(name: str, raw: Any, annotation: Any) -> Any:
+def _coerce(name: str, raw: Any) -> Any:
     """Turn a YAML/CLI value into the field's type (``"3"`` -> 3, ``"a,b"`` -> [a, b])."""
     hint = typing.get_type_hints(TrainConfig)[name]
     origin = typing.get_origin(hint)
@@ -201,7 +201,7 @@ def _apply(cfg: TrainConfig, values: dict[str, Any], origin: str) -> None:
             close = [k for k in known if key in k or k in key][:3]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ValueError(f"{origin}: unknown config key {key!r}{hint}")
-        setattr(cfg, key, _coerce(key, raw, known[key].type))
+        setattr(cfg, key, _coerce(key, raw))
 
 
 SHIPPED = Path(__file__).parent / "configs"
