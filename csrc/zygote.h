@@ -16,7 +16,7 @@ namespace rlkd {
 struct ZygoteConfig {
   bool worker = false;       // isolation="worker": long-lived confined workers
   int max_programs = 1000;   // a worker is replaced after this many programs
-  bool demote = true;        // SCHED_IDLE past 1/20 of the deadline in CPU
+  bool demote = true;        // past 1/20 of the deadline in CPU: run only when idle
   int active = 2;            // young programs (< 30 ms) running at once
   pid_t host_pid = 0;
   std::string base_dir;      // per-program scratch directories are made below it
@@ -48,6 +48,7 @@ class Zygote {
   void retire(Kid* kid);
   bool watched(const Kid& k) const;
   void maybe_demote(Kid* kid, Clock::time_point now);
+  void pace_demoted();
   static double cpu_ms(const Kid& kid);
   void set_policy(Kid* kid, int policy);
   void send(uint64_t job, const Result& r);

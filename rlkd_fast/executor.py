@@ -25,8 +25,9 @@
 * **A hard wall-clock deadline from outside**: the zygote SIGKILLs the program's process group
   at ``timeout_s`` and reports the timeout at once; the host kills the whole zygote if it
   stays silent ``grace_s`` past twice the deadline. A program that has burnt a twentieth of
-  its deadline (at least 50 ms) in CPU time is moved to ``SCHED_IDLE`` (``demote``), so
-  runaway loops stop taking cores from the programs that finish.
+  its deadline (at least 50 ms) in CPU time is demoted (``demote``): stopped while its zygote
+  has other programs to run, continued at ``SCHED_IDLE`` when it has none, so runaway loops
+  stop taking cores from the programs that finish.
 * **Binary results**: status byte, two doubles, a short UTF-8 error text. Nothing is unpickled;
   a returned object is converted to a float inside the sandbox (see ``rlkd_fast.pot``).
 
@@ -145,10 +146,12 @@ class PotExecutor:
         fsize_mb: largest file a program may write in its scratch directory.
         max_programs_per_worker: worker mode: replace a worker after this many programs.
         grace_s: how long past a deadline a silent zygote is tolerated before it is replaced.
-        demote: move a program that has used a twentieth of its deadline in CPU time (at
-            least 0.05 s) to ``SCHED_IDLE``: runaway loops then stop taking CPU from programs that
-            finish, while their wall-clock deadline stays the same. When the cores are all
-            busy, a slow but finite program may then time out where it would have finished.
+        demote: a program that has used a twentieth of its deadline in CPU time (at least
+            0.05 s) runs on only while its zygote has nothing else to do (stopped otherwise,
+            ``SCHED_IDLE`` when running): runaway loops then stop taking CPU from programs that
+            finish, while their wall-clock deadline stays the same. In a large batch, a slow
+            but finite program may then time out where it would have finished; pass
+            ``demote=False`` when such programs matter more than throughput.
     """
 
     def __init__(self, workers: int = 2, timeout_s: float = 2.0, memory_mb: int = 1024,

@@ -246,3 +246,42 @@ def test_stop_and_continue_survive():
         t.join()
         assert [(r.status, r.value) for r in res] == [("ok", 1.0)] * 2
         assert ex.respawns == 0 and ex.zygote_pids() == [z]
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_a_runaway_is_stopped_while_others_wait_and_still_times_out():
+    """Past its CPU allowance (1/20 of the deadline) a runaway is stopped while its zygote has
+    other programs queued, and its deadline still holds; the others all finish."""
+    loop = "def solution():\n    while True:\n        pass\n"
+    short = [f"def solution():\n    return {i}\n" for i in range(1500)]
+    with PotExecutor(workers=1, timeout_s=2.0, preload=("math",), slots=64) as ex:
+        z = ex.zygote_pids()[0]
+        future = ex.submit([loop, *short])
+        seen = set()
+        while not future.done():
+            kids = zygote_children(z)
+            if kids:
+                seen.add(_state(kids[0]))  # the runaway is the oldest child
+            time.sleep(0.005)
+        res = future.result()
+    assert res[0].status == "timeout" and 2.0 <= res[0].elapsed_s < 2.5
+    assert [(r.status, r.value) for r in res[1:]] == [("ok", float(i)) for i in range(1500)]
+    assert "T" in seen, seen  # stopped (T) at some point while short programs waited
+
+
+def test_a_slow_program_alone_is_not_stopped():
+    """Demotion alone costs a lone slow program nothing: with no other work it runs on."""
+    slow = "def solution():\n    return sum(i % 7 for i in range(3_000_000))\n"
+    t0 = time.process_time()
+    want = sum(i % 7 for i in range(3_000_000))
+    cpu = time.process_time() - t0
+    # Deadline 5x its CPU time: the allowance (1/20 of it) is a quarter of what it needs.
+    with PotExecutor(workers=1, timeout_s=max(1.0, 5 * cpu), preload=("math",)) as ex:
+        res = ex.run([slow])[0]
+    assert (res.status, res.value) == ("ok", float(want)), res
