@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
+from rlkd_fast import prompts
 from rlkd_fast.config import TrainConfig
 from rlkd_fast.data import Problem, load_split
 from rlkd_fast.policy import PolicyWithValue
-from rlkd_fast.prompts import judge_prompt, pot_prompt, program_body, program_from_completion
+from rlkd_fast.prompts import judge_prompt, pot_prompt, program_body
 from rlkd_fast.prompts import program_header as header_of
 
 TINY_VERSION = 1  # bump when the tiny builders change, so stale caches are not reused
@@ -253,24 +254,5 @@ def load_reranker(cfg: TrainConfig, device: torch.device):
 
 
 def student_prompt(cfg: TrainConfig, question: str) -> str:
-    """The student's prompt: ReFT's, or (``prompt_style="header"``) only the primed header."""
-    if cfg.prompt_style == "header":
-        return header_of(question, anti_hacking=cfg.anti_hacking_suffix)
-    return pot_prompt(question, primed=True, anti_hacking=cfg.anti_hacking_suffix)
-
-
-# ---------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def greedy_accuracy(model, tokenizer, problems: list[Problem], cfg: TrainConfig,
-                    executor) -> float:
-    """Share of ``problems`` whose greedy program executes to the gold answer (within 1e-2)."""
-    from rlkd_fast.rewards import verifiable_reward
-    from rlkd_fast.rollout import generate
-
-    prompts = [student_prompt(cfg, p.question) for p in problems]
-    roll = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
-                    do_sample=False, batch_size=64, max_prompt_length=cfg.max_prompt_tokens)
-    programs = [program_from_completion(t, primer=header_of(p.question))
-                for t, p in zip(roll.texts, problems, strict=True)]
-    rewards = verifiable_reward(executor.run(programs), [p.answer for p in problems])
-    return sum(float(r) == 1.0 for r in rewards) / max(1, len(problems))
+    """The student's prompt in the run's ``prompt_style``."""
+    return prompts.student_prompt(question, cfg.prompt_style, cfg.anti_hacking_suffix)

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from rlkd_fast.prompts import PROMPT_STYLES
+
 STAGES = ("sft", "ppo", "grpo")
 REDUCTIONS = ("seq-mean-token-mean", "token-mean")
 
@@ -151,8 +153,8 @@ class TrainConfig:
         for name in ("clip", "value_clip", "vf_coef", "kl_coef", "max_grad_norm", "entropy_coef"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.reduction in REDUCTIONS, f"reduction must be one of {REDUCTIONS}")
-        need(self.prompt_style in ("reft", "header"),
-             f"prompt_style must be 'reft' or 'header', got {self.prompt_style!r}")
+        need(self.prompt_style in PROMPT_STYLES,
+             f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
         need(self.exec_isolation in ("fork", "worker"),
              f"exec_isolation must be 'fork' or 'worker', got {self.exec_isolation!r}")
         if errors:

@@ -1,6 +1,7 @@
 """Evaluation: greedy and majority-vote accuracy of a PoT student on math benchmarks.
 
-The student writes ``solution()`` bodies after ReFT's primed prompt; each program is cut at its
+The student writes ``solution()`` bodies after ReFT's primed prompt (or, with
+``prompt_style="header"``, after the primed header alone); each program is cut at its
 first blank line and run in the sandboxed :class:`~rlkd_fast.executor.PotExecutor`; an answer is
 correct when it is within ``tol`` (1e-2) of the gold one. Majority voting samples ``vote``
 programs per question and votes over the numbers they return (programs that fail do not vote;
@@ -26,10 +27,11 @@ from tqdm.auto import tqdm
 
 from rlkd_fast.data import DATASETS, Problem, load_split
 from rlkd_fast.prompts import (
+    PROMPT_STYLES,
     count_program_lines,
-    pot_prompt,
     program_from_completion,
     program_header,
+    student_prompt,
 )
 from rlkd_fast.rewards import prediction
 from rlkd_fast.rollout import generate
@@ -55,9 +57,10 @@ def majority_vote(values: Sequence[float | None], digits: int | None = 6) -> flo
     return first[max(counts, key=counts.get)]  # max keeps the first of equal counts
 
 
-def student_prompts(problems: Sequence[Problem], anti_hacking: bool = False) -> list[str]:
-    """ReFT's PoT prompts, primed with the program header."""
-    return [pot_prompt(p.question, primed=True, anti_hacking=anti_hacking) for p in problems]
+def student_prompts(problems: Sequence[Problem], anti_hacking: bool = False,
+                    prompt_style: str = "reft") -> list[str]:
+    """The student's prompts (ReFT's by default), primed with the program header."""
+    return [student_prompt(p.question, prompt_style, anti_hacking) for p in problems]
 
 
 def completions_to_programs(
@@ -91,10 +94,10 @@ def _correct(pred: float | None, gold: float, tol: float) -> bool:
 
 def sample_programs(
     model, tokenizer, problems: Sequence[Problem], num_samples: int, do_sample: bool,
-    anti_hacking: bool = False, **generate_kwargs,
+    anti_hacking: bool = False, prompt_style: str = "reft", **generate_kwargs,
 ) -> list[str]:
     """Generate and cut ``num_samples`` programs per problem (consecutive rows)."""
-    roll = generate(model, tokenizer, student_prompts(problems, anti_hacking),
+    roll = generate(model, tokenizer, student_prompts(problems, anti_hacking, prompt_style),
                     num_samples=num_samples, do_sample=do_sample, **generate_kwargs)
     return completions_to_programs(roll.texts, problems, num_samples, anti_hacking)
 
@@ -113,6 +116,7 @@ def evaluate(
     tol: float = 1e-2,
     mode: str = "strict",
     anti_hacking: bool = False,
+    prompt_style: str = "reft",
     progress: bool = False,
     return_records: bool = False,
     chunk: int = 256,
@@ -131,6 +135,8 @@ def evaluate(
         tol: absolute tolerance of a correct answer. mode: ``"strict"`` or ``"reft"``, what
             counts as a returned number (see :func:`rlkd_fast.rewards.prediction`).
         anti_hacking: prompt with the anti-hacking docstring suffix.
+        prompt_style: ``"reft"`` or ``"header"`` (see :data:`rlkd_fast.prompts.PROMPT_STYLES`);
+            use the style the student was trained with.
         progress: a progress bar over problems.
         return_records: add per-problem ``records`` (program, prediction, correctness).
         chunk: problems generated at a time (their programs run while the next chunk
@@ -153,7 +159,7 @@ def evaluate(
         executor = PotExecutor(workers=2, timeout_s=10.0, conventions="reft")
     start = time.time()
     gen = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, anti_hacking=anti_hacking,
-               **generate_kwargs)
+               prompt_style=prompt_style, **generate_kwargs)
     sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
     programs: list[str] = []
     greedy_runs, vote_runs = [], []
@@ -274,6 +280,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--mode", choices=("strict", "reft"), default="strict")
     p.add_argument("--anti-hacking", action="store_true")
+    p.add_argument("--prompt-style", choices=PROMPT_STYLES, default="reft",
+                   help="the prompt the student was trained with (the tiny default: header)")
     p.add_argument("--workers", type=int, default=2, help="executor processes")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
     p.add_argument("--device", default=None)
@@ -304,7 +312,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
                 model, tokenizer, problems, vote=args.vote, executor=ex,
                 batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                mode=args.mode, anti_hacking=args.anti_hacking, progress=not args.no_progress,
+                mode=args.mode, anti_hacking=args.anti_hacking, prompt_style=args.prompt_style,
+                progress=not args.no_progress,
             )
     print(format_table(results))
     if args.out:

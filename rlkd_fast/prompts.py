@@ -56,6 +56,22 @@ def pot_prompt(question: str, primed: bool = True, anti_hacking: bool = False) -
     return prompt
 
 
+#: Student prompt styles: ``"reft"`` is ReFT's question prompt followed by the primed program
+#: header (the paper's); ``"header"`` is the primed header alone (the question lives in its
+#: docstring; half the prompt tokens, used by the tiny default student).
+PROMPT_STYLES = ("reft", "header")
+
+
+def student_prompt(question: str, style: str = "reft", anti_hacking: bool = False) -> str:
+    """The student's prompt in ``style`` (see :data:`PROMPT_STYLES`); it always ends in the
+    program header, so the generation is the body of ``solution()``."""
+    if style == "header":
+        return program_header(question, anti_hacking)
+    if style == "reft":
+        return pot_prompt(question, primed=True, anti_hacking=anti_hacking)
+    raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {style!r}")
+
+
 def _header_end(program: str) -> int:
     """Offset just past the ``def`` line and its docstring (0 when there is no ``def`` line)."""
     if not program.lstrip().startswith("def "):

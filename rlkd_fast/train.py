@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlkd_fast import bootstrap
+from rlkd_fast import evaluate as evaluation
 from rlkd_fast.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from rlkd_fast.checkpoint import set_rng_state as restore_rng
 from rlkd_fast.config import TrainConfig, load_config
@@ -275,8 +276,9 @@ class Trainer:
                             max_prompt_length=cfg.max_prompt_tokens)
             self.timers["generate"] += time.time() - t
             rows = [problems[i] for i in roll.prompt_index.tolist()]
-            programs = [program_from_completion(text, primer=program_header(p.question))
-                        for text, p in zip(roll.texts, rows, strict=True)]
+            primers = [program_header(p.question, cfg.anti_hacking_suffix) for p in rows]
+            programs = [program_from_completion(text, primer=primer)
+                        for text, primer in zip(roll.texts, primers, strict=True)]
             batches[source] = (rows, roll, programs)
         # Execution runs in the C++ executor's processes while the judges score on this one.
         pending = None
@@ -387,11 +389,15 @@ class Trainer:
         if self.main:
             if self.executor is None:
                 self.executor = bootstrap.open_executor(self.cfg)
-            t = time.time()
-            accuracy = bootstrap.greedy_accuracy(self.policy.lm, self.tokenizer, self.data.test,
-                                                 self.cfg, self.executor)
+            cfg = self.cfg
+            result = evaluation.evaluate(
+                self.policy.lm, self.tokenizer, self.data.test, executor=self.executor,
+                batch_size=64, max_new_tokens=cfg.max_new_tokens, prompt_style=cfg.prompt_style,
+                anti_hacking=cfg.anti_hacking_suffix, max_prompt_length=cfg.max_prompt_tokens)
+            accuracy = result["greedy_acc"]
             self.state["evals"].append({"tag": tag, "step": self.state["rl_step"],
-                                        "accuracy": accuracy, "seconds": time.time() - t})
+                                        "accuracy": accuracy, "short_share": result["short_share"],
+                                        "seconds": result["seconds"]})
             self.log.log(self._global_step(), {"eval/accuracy": accuracy, "eval/tag": tag})
             print(f"[{tag}] held-out accuracy: {accuracy:.2%} on {len(self.data.test)} problems",
                   file=sys.stderr)

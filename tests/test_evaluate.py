@@ -43,13 +43,17 @@ class ScriptedLM(torch.nn.Module):
         self.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
                                                   pad_token_id=tokenizer.pad_token_id)
         self.calls: list[tuple[int, int]] = []  # (prompt rows, samples per prompt)
+        self.prompts: list[str] = []
 
     def generate(self, input_ids, attention_mask, do_sample=False, num_return_sequences=1,
                  **kwargs):
         self.calls.append((input_ids.shape[0], num_return_sequences if do_sample else 0))
         rows = []
         for ids, mask in zip(input_ids, attention_mask):
-            question = self.tok.decode(ids[mask.bool()]).split("\n")[1]
+            prompt = self.tok.decode(ids[mask.bool()])
+            self.prompts.append(prompt)
+            # "Question:\n{q}\n..." (ReFT) or 'def solution():\n    """{q}"""\n' (header)
+            question = prompt.split("\n")[1].strip().strip('"')
             entry = self.script[question]
             texts = entry["samples"][:num_return_sequences] if do_sample else [entry["greedy"]]
             assert len(texts) == num_return_sequences
@@ -130,6 +134,23 @@ def test_evaluate_counts_match_hand_check(tokenizer, executor):
                        return_records=True)
     assert {k: v for k, v in chunked.items() if k != "seconds"} == {
         k: v for k, v in out.items() if k != "seconds"}
+
+
+def test_prompt_styles(tokenizer, executor):
+    """The student is prompted in the style it was trained with; the programs are the same."""
+    results = {}
+    for style in ("reft", "header"):
+        model = ScriptedLM(tokenizer, SCRIPT)
+        out = evaluate(model, tokenizer, PROBLEMS, executor=executor, prompt_style=style,
+                       return_records=True)
+        results[style] = [(r["program"], r["correct"]) for r in out["records"]]
+        starts = {p.split("\n", 1)[0] for p in model.prompts}
+        assert starts == {"Question:" if style == "reft" else "def solution():"}, starts
+    assert results["header"] == results["reft"]
+    assert [c for _, c in results["reft"]] == [True, False, False, True, True]
+    with pytest.raises(ValueError, match="prompt style"):
+        evaluate(ScriptedLM(tokenizer, SCRIPT), tokenizer, PROBLEMS, executor=executor,
+                 prompt_style="chat")
 
 
 def test_evaluate_rejects_unlabeled_and_empty(tokenizer, executor):
