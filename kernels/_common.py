@@ -7,6 +7,7 @@ otherwise the plain-PyTorch reference beside each kernel.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -98,3 +99,66 @@ def as_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
+
+
+MASK_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+               *FLOAT_DTYPES)
+
+
+def custom_op(qualname: str, mutates_args: tuple[str, ...] = ()):
+    """``torch.library.custom_op``, registering ``qualname`` once per process.
+
+    These files can be executed twice: as ``rlkd_fast.kernels.*`` and, with the repository root
+    on ``sys.path``, as ``kernels.*`` (transformers imports any top-level ``kernels`` package when
+    probing for the hub package of that name). Redefining an op destroys its first registration,
+    leaving the first copy's handles dangling (crashes), so a second copy reuses the op.
+    """
+    from torch._library.custom_ops import OPDEFS
+
+    def define(fn):
+        existing = OPDEFS.get(qualname)
+        return existing or torch.library.custom_op(qualname, mutates_args=mutates_args)(fn)
+
+    return define
+
+
+# Launch configuration of the row-wise kernels (gae, ppo_loss): rows per program, columns per block.
+@functools.lru_cache(maxsize=8)
+def _num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def row_blocks(b: int, t: int, device: torch.device, block: tuple[int, int] | None = None
+               ) -> tuple[int, int, int, int]:
+    """``(BLOCK_B, BLOCK_T, num_chunks, num_warps)`` for a [b, t] row-wise kernel.
+
+    On a GPU a block holds a whole row up to 2048 tokens (longer rows loop over blocks), and rows
+    are packed into a program only when there are more rows than SMs. Under the CPU interpreter,
+    where every program costs about a millisecond, few large programs are best. ``block`` forces
+    ``(BLOCK_B, BLOCK_T)`` (tests use it to cover several programs and blocks per row).
+    """
+    if block is not None:
+        block_b, block_t = block
+    elif device.type == "cuda":
+        block_t = min(next_pow2(t), 2048)
+        rows_per_sm = next_pow2(triton.cdiv(b, _num_sms(device.index or 0)))
+        block_b = max(1, min(2048 // block_t, rows_per_sm))
+    else:
+        block_t = min(next_pow2(t), 256)
+        block_b = max(1, min(next_pow2(b), 4096 // block_t))
+    num_warps = min(8, max(1, block_b * block_t // 256))
+    return block_b, block_t, triton.cdiv(t, block_t), num_warps
+
+
+def mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The mask as the kernels read it: any dtype, bool viewed as uint8 (no copy); ``like`` when
+    there is no mask (a placeholder pointer the kernel never reads)."""
+    if mask is None:
+        return like
+    mask = mask if mask.stride(-1) == 1 else mask.contiguous()
+    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+
+
+def rows_arg(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with unit stride along T (any row stride is fine for the kernels)."""
+    return x if x.stride(-1) == 1 else x.contiguous()

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, as_mask, check_tensor
+from ._common import HAS_TRITON, as_mask, check_tensor, custom_op
 from .token_logprobs import (
     LN2,
     LOG2E,
     check_ids_in_vocab,
     check_logits_ids,
     check_temperature,
-    custom_op,
     launch_rows,
     pick_backend,
     rows_view,

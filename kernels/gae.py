@@ -17,19 +17,21 @@ GAE takes no gradient: rewards and values are treated as constants (the inputs a
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from ._common import (
-    FLOAT_DTYPES,
     HAS_TRITON,
+    MASK_DTYPES,
     check_nonempty,
     check_range,
     check_same,
     check_tensor,
+    custom_op,
+    mask_arg,
     next_pow2,
     resolve_backend,
+    row_blocks,
+    rows_arg,
 )
 
 if HAS_TRITON:
@@ -39,52 +41,6 @@ if HAS_TRITON:
 __all__ = ["gae", "gae_reference", "masked_whiten"]
 
 WHITEN_EPS = 1e-8  # added to the variance before the square root, as TRL and ReFT do
-MASK_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-               *FLOAT_DTYPES)
-
-
-# ------------------------------------------------------------------------------------------------
-# Launch configuration (shared with ppo_loss): rows per program and columns per block.
-# ------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=8)
-def _num_sms(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def row_blocks(b: int, t: int, device: torch.device, block: tuple[int, int] | None = None
-               ) -> tuple[int, int, int, int]:
-    """``(BLOCK_B, BLOCK_T, num_chunks, num_warps)`` for a [b, t] row-wise kernel.
-
-    On a GPU a block holds a whole row up to 2048 tokens (longer rows loop over blocks), and rows
-    are packed into a program only when there are more rows than SMs. Under the CPU interpreter,
-    where every program costs about a millisecond, few large programs are best. ``block`` forces
-    ``(BLOCK_B, BLOCK_T)`` (tests use it to cover several programs and blocks per row).
-    """
-    if block is not None:
-        block_b, block_t = block
-    elif device.type == "cuda":
-        block_t = min(next_pow2(t), 2048)
-        rows_per_sm = next_pow2(triton.cdiv(b, _num_sms(device.index or 0)))
-        block_b = max(1, min(2048 // block_t, rows_per_sm))
-    else:
-        block_t = min(next_pow2(t), 256)
-        block_b = max(1, min(next_pow2(b), 4096 // block_t))
-    num_warps = min(8, max(1, block_b * block_t // 256))
-    return block_b, block_t, triton.cdiv(t, block_t), num_warps
-
-
-def mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    """The mask as the kernels read it: any dtype, bool viewed as uint8 (no copy); ``like`` when
-    there is no mask (a placeholder pointer the kernel never reads)."""
-    if mask is None:
-        return like
-    mask = mask if mask.stride(-1) == 1 else mask.contiguous()
-    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
-
-
-def rows_arg(x: torch.Tensor) -> torch.Tensor:
-    """``x`` with unit stride along T (any row stride is fine for the kernels)."""
-    return x if x.stride(-1) == 1 else x.contiguous()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -233,7 +189,7 @@ def _gae_triton(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor 
 
 
 # torch.compile sees the kernel launch as one opaque op with a shape-only fake.
-@torch.library.custom_op("rlkd_fast::gae", mutates_args=())
+@custom_op("rlkd_fast::gae", mutates_args=())
 def _gae_op(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
             gamma: float, lam: float, whiten: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return _gae_triton(rewards, values, mask, gamma, lam, whiten)

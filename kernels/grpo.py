@@ -17,6 +17,7 @@ from ._common import (
     check_nonempty,
     check_range,
     check_tensor,
+    custom_op,
     next_pow2,
     resolve_backend,
 )
@@ -69,7 +70,7 @@ def _grpo_triton(rewards: torch.Tensor, group_size: int, eps: float, scale: bool
     return out
 
 
-@torch.library.custom_op("rlkd_fast::grpo_advantages", mutates_args=())
+@custom_op("rlkd_fast::grpo_advantages", mutates_args=())
 def _grpo_op(rewards: torch.Tensor, group_size: int, eps: float, scale: bool) -> torch.Tensor:
     return _grpo_triton(rewards, group_size, eps, scale)
 

@@ -26,14 +26,18 @@ import torch
 
 from ._common import (
     HAS_TRITON,
+    MASK_DTYPES,
     check_nonempty,
     check_range,
     check_same,
     check_tensor,
+    custom_op,
+    mask_arg,
     next_pow2,
     resolve_backend,
+    row_blocks,
+    rows_arg,
 )
-from .gae import MASK_DTYPES, mask_arg, row_blocks, rows_arg
 
 if HAS_TRITON:
     import triton
@@ -234,7 +238,7 @@ def _ppo_bwd_triton(grad_loss: torch.Tensor, stats: torch.Tensor, glp: torch.Ten
 
 
 # torch.compile sees forward and backward as two opaque ops with shape-only fakes.
-@torch.library.custom_op("rlkd_fast::ppo_loss_fwd", mutates_args=())
+@custom_op("rlkd_fast::ppo_loss_fwd", mutates_args=())
 def _ppo_fwd_op(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
     mask: torch.Tensor | None, values: torch.Tensor | None, old_values: torch.Tensor | None,
@@ -256,7 +260,7 @@ def _(logprobs, old_logprobs, advantages, mask, values, old_values, returns, cli
             torch.empty(vshape, **f32))
 
 
-@torch.library.custom_op("rlkd_fast::ppo_loss_bwd", mutates_args=())
+@custom_op("rlkd_fast::ppo_loss_bwd", mutates_args=())
 def _ppo_bwd_op(grad_loss: torch.Tensor, stats: torch.Tensor, glp: torch.Tensor,
                 gv: torch.Tensor, lp_dtype: torch.dtype, v_dtype: torch.dtype
                 ) -> tuple[torch.Tensor, torch.Tensor]:

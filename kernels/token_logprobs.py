@@ -18,7 +18,14 @@ import math
 
 import torch
 
-from ._common import HAS_TRITON, check_tensor, interpreting, next_pow2, resolve_backend
+from ._common import (
+    HAS_TRITON,
+    check_tensor,
+    custom_op,
+    interpreting,
+    next_pow2,
+    resolve_backend,
+)
 
 if HAS_TRITON:  # without triton only the torch path (the references) is available
     import triton
@@ -29,23 +36,6 @@ ID_DTYPES = (torch.int32, torch.int64)
 LOG2E = math.log2(math.e)
 LN2 = math.log(2.0)
 NEG_BIG = -1e30  # finite stand-in for -inf: keeps 0 * (-inf) = NaN out of the sums
-
-
-def custom_op(qualname: str, mutates_args: tuple[str, ...] = ()):
-    """``torch.library.custom_op``, registering ``qualname`` once per process.
-
-    These files can be executed twice: as ``rlkd_fast.kernels.*`` and, with the repository root
-    on ``sys.path``, as ``kernels.*`` (transformers imports any top-level ``kernels`` package when
-    probing for the hub package of that name). Redefining an op destroys its first registration,
-    leaving the first copy's handles dangling (crashes), so a second copy reuses the op.
-    """
-    from torch._library.custom_ops import OPDEFS
-
-    def define(fn):
-        existing = OPDEFS.get(qualname)
-        return existing or torch.library.custom_op(qualname, mutates_args=mutates_args)(fn)
-
-    return define
 
 
 # ----------------------------------------------------------------------------------------------

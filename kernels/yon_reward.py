@@ -39,6 +39,7 @@ from ._common import (
     check_nonempty,
     check_range,
     check_tensor,
+    custom_op,
     interpreting,
     next_pow2,
     resolve_backend,
@@ -489,7 +490,7 @@ def _yon_hidden_triton(
 # Registered so torch.compile traces a caller without breaking its graph at the kernel.
 
 
-@torch.library.custom_op("rlkd_fast::yon_reward", mutates_args=())
+@custom_op("rlkd_fast::yon_reward", mutates_args=())
 def _yon_reward_op(
     logits: torch.Tensor, yes_ids: list[int], no_ids: list[int], tau: float, delta: float,
     with_mass: bool,
@@ -506,7 +507,7 @@ def _(logits, yes_ids, no_ids, tau, delta, with_mass):
         rows if with_mass else 0, dtype=torch.float32)
 
 
-@torch.library.custom_op("rlkd_fast::yon_reward_from_hidden", mutates_args=())
+@custom_op("rlkd_fast::yon_reward_from_hidden", mutates_args=())
 def _yon_hidden_op(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     yes_ids: list[int], no_ids: list[int], tau: float, delta: float,

@@ -26,3 +26,37 @@ def test_as_mask_accepts_bool_int_float():
     ref = torch.tensor([1.0, 0.0, 1.0])
     for m in (ref.bool(), ref.long(), ref):
         assert torch.equal(as_mask(m, ref), ref)
+
+
+KERNEL_MODULES = ("gae", "grpo", "ppo_loss", "token_logprobs", "fused_ppo_loss", "yon_reward")
+
+
+def test_a_second_copy_of_every_kernel_module_reuses_the_ops():
+    """Executing the kernel files a second time (as transformers' probe for a hub package named
+    "kernels" does when the repository root is on sys.path) must not redefine any custom op:
+    a redefinition frees the first registration that the first copy still calls."""
+    import importlib
+    import sys
+    import types
+    from pathlib import Path
+
+    from torch._library.custom_ops import OPDEFS
+
+    first = {m: importlib.import_module(f"rlkd_fast.kernels.{m}") for m in KERNEL_MODULES}
+    ops = {q: d._opoverload for q, d in OPDEFS.items() if q.startswith("rlkd_fast::")}
+    assert len(ops) >= 10
+    pkg = types.ModuleType("_kernels_again")  # a bare package: only the kernel files run again
+    pkg.__path__ = [str(Path(first["gae"].__file__).parent)]
+    sys.modules[pkg.__name__] = pkg
+    try:
+        again = {m: importlib.import_module(f"{pkg.__name__}.{m}") for m in KERNEL_MODULES}
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == pkg.__name__]:
+            del sys.modules[name]
+    assert all(again[m] is not first[m] for m in KERNEL_MODULES)  # really second copies
+    after = {q: d._opoverload for q, d in OPDEFS.items() if q.startswith("rlkd_fast::")}
+    assert after == ops  # same ops, same handles
+    rewards, values = torch.randn(3, 7), torch.randn(3, 7)
+    a = first["gae"].gae(rewards, values, gamma=0.9, lam=0.8)
+    b = again["gae"].gae(rewards, values, gamma=0.9, lam=0.8)
+    torch.testing.assert_close(a, b)
