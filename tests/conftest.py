@@ -24,3 +24,38 @@ def _one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture
+def on_device():
+    """Tensors are made on the GPU where there is one (compiled kernels), else on the CPU (the
+    Triton interpreter). Kernel test modules opt in with ``pytest.mark.usefixtures``."""
+    with torch.device(DEVICE):
+        yield
+
+
+@pytest.fixture
+def poisoned_outputs(monkeypatch):
+    """Every new float buffer starts as NaN, so an element a kernel forgets to write shows."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def poison(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(empty_like(*a, **k)))
+
+
+@pytest.fixture
+def recording_backend():
+    """A torch.compile backend factory: aot_eager that appends each traced graph's code to
+    ``graphs``, to check that an op is in it as one node."""
+    def make(graphs: list):
+        def backend(gm, example_inputs):
+            graphs.append(gm.code)
+            return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+        return backend
+    return make

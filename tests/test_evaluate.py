@@ -20,15 +20,6 @@ from rlkd_fast.executor import PotExecutor
 from rlkd_fast.tiny import save_tiny, tiny_causal_lm, train_tokenizer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one thread avoids oversubscribing the shared CI cores (10-100x faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class ScriptedLM(torch.nn.Module):
     """A stand-in student: ``generate`` answers each prompt with scripted completions.
 

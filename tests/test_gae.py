@@ -6,37 +6,12 @@ import torch
 
 from rlkd_fast.kernels.gae import _gae_triton, gae, gae_reference, masked_whiten
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # as conftest.on_device
 
 LOW = (torch.float16, torch.bfloat16)
 
 
-@pytest.fixture(autouse=True)
-def on_device():
-    """Tensors are made on the GPU where there is one (compiled kernels), else on the CPU (the
-    Triton interpreter)."""
-    with torch.device(DEVICE):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    """Every new float buffer starts as NaN, so an element a kernel forgets to write shows."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def poison(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(empty_like(*a, **k)))
-
-
-def recording_backend(graphs):
-    """aot_eager that keeps each traced graph's code, to check the op is in it as one node."""
-    def backend(gm, example_inputs):
-        graphs.append(gm.code)
-        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
-    return backend
+pytestmark = pytest.mark.usefixtures("on_device", "poisoned_outputs")
 
 
 def loop_gae(rewards, values, mask, gamma, lam):
@@ -180,7 +155,7 @@ def test_no_gradient():
     assert not adv.requires_grad and not ret.requires_grad
 
 
-def test_compile_fullgraph():
+def test_compile_fullgraph(recording_backend):
     """torch.compile traces through the op (aot_eager: the inductor C++ build takes ~30 s on this
     CPU; the graph and the fake kernels it checks are the same)."""
     rewards, values, mask = inputs(3, 10, poison=False)

@@ -6,35 +6,9 @@ import torch
 
 from rlkd_fast.kernels.grpo import _grpo_triton, grpo_advantages
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # as conftest.on_device
 
-
-@pytest.fixture(autouse=True)
-def on_device():
-    """Tensors are made on the GPU where there is one (compiled kernels), else on the CPU (the
-    Triton interpreter)."""
-    with torch.device(DEVICE):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    """Every new float buffer starts as NaN, so an element a kernel forgets to write shows."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def poison(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(empty_like(*a, **k)))
-
-
-def recording_backend(graphs):
-    """aot_eager that keeps each traced graph's code, to check the op is in it as one node."""
-    def backend(gm, example_inputs):
-        graphs.append(gm.code)
-        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
-    return backend
+pytestmark = pytest.mark.usefixtures("on_device", "poisoned_outputs")
 
 
 def loop_grpo(rewards, group_size, eps=1e-6, scale=True):
@@ -99,7 +73,7 @@ def test_several_programs_and_noncontiguous():
                                    loop_grpo(r, 3), rtol=1e-5, atol=1e-5)
 
 
-def test_compile_fullgraph():
+def test_compile_fullgraph(recording_backend):
     r = rewards_with_flat_groups(4, 4)
     graphs = []
     compiled = torch.compile(lambda x: grpo_advantages(x, 4) * 2, fullgraph=True,

@@ -19,16 +19,6 @@ from rlkd_fast.judge_quality import (
 from rlkd_fast.judges import Judge, JudgeScores, LogLikelihoodScorer, YoNJudge
 from rlkd_fast.tiny import save_tiny, tiny_causal_lm, train_tokenizer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one thread avoids oversubscribing the shared CI cores (10-100x faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 FAIL = body("x = 0", "return 1 / x")
 # Samples per question (answer 6 everywhere). Pairs: q1 (first right, first wrong), q2 (the wrong
 # number is preferred to the earlier failure), q5 (only a failure is incorrect). No pair: q3

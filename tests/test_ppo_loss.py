@@ -16,37 +16,12 @@ from rlkd_fast.kernels.ppo_loss import (
     ppo_loss_reference,
 )
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # as conftest.on_device
 
 REDUCTIONS = ["seq-mean-token-mean", "token-mean"]
 
 
-@pytest.fixture(autouse=True)
-def on_device():
-    """Tensors are made on the GPU where there is one (compiled kernels), else on the CPU (the
-    Triton interpreter)."""
-    with torch.device(DEVICE):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    """Every new float buffer starts as NaN, so an element a kernel forgets to write shows."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def poison(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(empty_like(*a, **k)))
-
-
-def recording_backend(graphs):
-    """aot_eager that keeps each traced graph's code, to check the op is in it as one node."""
-    def backend(gm, example_inputs):
-        graphs.append(gm.code)
-        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
-    return backend
+pytestmark = pytest.mark.usefixtures("on_device", "poisoned_outputs")
 
 
 def make(b=6, t=23, dtype=torch.float32, spread=0.3, poison=True):
@@ -204,7 +179,7 @@ def test_backward_twice_and_no_grad():
     torch.testing.assert_close(loss2, loss.detach())
 
 
-def test_compile_fullgraph_gae_then_loss():
+def test_compile_fullgraph_gae_then_loss(recording_backend):
     """GAE + loss + backward under torch.compile(fullgraph=True) match eager (aot_eager backend:
     same graph and fake kernels as inductor, without its ~30 s C++ build on this CPU)."""
     x = make(b=4, t=9, poison=False)

@@ -16,15 +16,6 @@ PROMPTS = [
 NEW = 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one thread avoids oversubscribing the shared CI cores (10-100x faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     tok = train_tokenizer(PROMPTS * 3 + ["def solution():\n    a = 3\n    return a"],
