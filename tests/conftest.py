@@ -39,11 +39,14 @@ def on_device():
 
 @pytest.fixture
 def poisoned_outputs(monkeypatch):
-    """Every new float buffer starts as NaN, so an element a kernel forgets to write shows."""
+    """Every new buffer from torch.empty/empty_like starts as NaN (floats) or 7 (integers), so
+    an element a kernel forgets to write shows."""
     empty, empty_like = torch.empty, torch.empty_like
 
     def poison(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
+        if t.is_floating_point():
+            return t.fill_(float("nan"))
+        return t if t.dtype == torch.bool or t.is_complex() else t.fill_(7)
 
     monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(empty(*a, **k)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(empty_like(*a, **k)))

@@ -11,18 +11,6 @@ STATS = ("policy_loss", "kl", "entropy", "clip_frac", "approx_kl", "dual_clip_fr
          "logprobs")
 
 
-@pytest.fixture
-def poison(monkeypatch):
-    """Every tensor from torch.empty starts as NaN (floats) or 7 (ints): unwritten outputs show."""
-    real_empty = torch.empty
-
-    def empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        return t.fill_(float("nan") if t.is_floating_point() else 7)
-
-    monkeypatch.setattr(torch, "empty", empty)
-
-
 def make_inputs(B, T, V, dtype, per_seq=False, with_ref=True, temperature=1.0, hole_rate=0.3):
     """Random inputs whose old/ref log-probs sit near the current ones, so ratios straddle the
     clip range; the mask has holes and row 0 fully masked when B > 1."""
@@ -77,7 +65,7 @@ CONFIGS = [
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cfg", range(len(CONFIGS)))
-def test_matches_float64_reference(poison, backend, dtype, cfg):
+def test_matches_float64_reference(poisoned_outputs, backend, dtype, cfg):
     kw = CONFIGS[cfg]
     per_seq = cfg % 2 == 1  # GRPO-style [B] advantages on every other config
     B, T, V = [(4, 6, 300), (3, 5, 513), (2, 7, 1000), (5, 3, 129)][cfg]
@@ -88,7 +76,7 @@ def test_matches_float64_reference(poison, backend, dtype, cfg):
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 7), (1, 4, 33), (5, 1, 300)])
-def test_odd_shapes(poison, shape):
+def test_odd_shapes(poisoned_outputs, shape):
     inputs = make_inputs(*shape, torch.float32, hole_rate=0.0)
     check(*run_both(*inputs, kl_coef=0.1, entropy_coef=0.05), torch.float32)
 
@@ -129,7 +117,7 @@ def test_second_backward_is_refused():
         loss.backward()
 
 
-def test_all_masked_batch_gives_zero_loss_and_zero_grad(poison):
+def test_all_masked_batch_gives_zero_loss_and_zero_grad(poisoned_outputs):
     logits, ids, old, adv, _, ref = make_inputs(3, 4, 100, torch.bfloat16)
     ids[1, 2] = -100  # an ignore-index style id at a masked position is fine
     x = logits.requires_grad_()
@@ -141,7 +129,7 @@ def test_all_masked_batch_gives_zero_loss_and_zero_grad(poison):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy inf * 0, in the interpreter
 @pytest.mark.parametrize("backend", ["triton", "torch"])
-def test_garbage_at_masked_positions_is_ignored(poison, backend):
+def test_garbage_at_masked_positions_is_ignored(poisoned_outputs, backend):
     logits, ids, old, adv, mask, ref = make_inputs(3, 5, 120, torch.float32)
     ids[~mask] = -100  # ignore-index style ids
     old[~mask] = -300.0  # exp(logp - old) would overflow
@@ -176,7 +164,7 @@ def test_sliced_logits_and_no_mask():
 
 
 @pytest.mark.parametrize("entropy_coef", [0.0, 0.05])
-def test_banned_tokens_with_minus_inf_logits(poison, entropy_coef):
+def test_banned_tokens_with_minus_inf_logits(poisoned_outputs, entropy_coef):
     logits, ids, old, adv, mask, ref = make_inputs(3, 4, 200, torch.float32)
     banned = torch.zeros(200, dtype=torch.bool)
     banned[::7] = True
@@ -202,7 +190,7 @@ LOGITS_OPS = ("fused_ppo_loss", "token_logprobs", "token_logprobs_bwd", "token_l
               "scale_")
 
 
-def test_a_second_copy_of_the_module_keeps_the_ops(poison):
+def test_a_second_copy_of_the_module_keeps_the_ops(poisoned_outputs):
     """transformers probes for the hub package "kernels" by importing it: with the repository root
     on sys.path that executes these files a second time. Redefining an op destroys its first
     registration and leaves the first copy's handles dangling (use after free: segfaults or

@@ -10,18 +10,6 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 GRAD_RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
-@pytest.fixture
-def poison(monkeypatch):
-    """Every tensor from torch.empty starts as NaN (floats) or 7 (ints): unwritten outputs show."""
-    real_empty = torch.empty
-
-    def empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        return t.fill_(float("nan") if t.is_floating_point() else 7)
-
-    monkeypatch.setattr(torch, "empty", empty)
-
-
 def make_logits(shape, dtype, scale=3.0):
     return (torch.randn(shape) * scale).to(dtype)
 
@@ -41,7 +29,7 @@ def check_grad(grad, ref, dtype):
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1, 7), (3, 5, 300), (2, 9, 1000)])
-def test_matches_float64_reference(poison, backend, dtype, shape):
+def test_matches_float64_reference(poisoned_outputs, backend, dtype, shape):
     V = shape[-1]
     logits = make_logits(shape, dtype).requires_grad_()
     ids = torch.randint(0, V, shape[:-1])
@@ -57,7 +45,7 @@ def test_matches_float64_reference(poison, backend, dtype, shape):
     check_grad(logits.grad, ref_grad, dtype)
 
 
-def test_two_dim_input_and_int32_ids(poison):
+def test_two_dim_input_and_int32_ids(poisoned_outputs):
     logits = make_logits((11, 257), torch.float32).requires_grad_()
     ids = torch.randint(0, 257, (11,), dtype=torch.int32)
     grad_out = torch.randn(11)
@@ -69,7 +57,7 @@ def test_two_dim_input_and_int32_ids(poison):
     check_grad(logits.grad, ref_grad, torch.float32)
 
 
-def test_all_zero_upstream_gradient_gives_exact_zeros(poison):
+def test_all_zero_upstream_gradient_gives_exact_zeros(poisoned_outputs):
     logits = make_logits((2, 3, 100), torch.bfloat16).requires_grad_()
     ids = torch.randint(0, 100, (2, 3))
     token_logprobs(logits, ids).backward(torch.zeros(2, 3))
