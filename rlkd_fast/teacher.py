@@ -83,6 +83,13 @@ def judge_examples(
         candidates.append((q, p, a))
         for _ in range(wrong_per_right):
             candidates.append((q, corrupt_program(p, rng), a))
+    return label_programs(candidates, run_programs)
+
+
+def label_programs(candidates: Sequence[tuple[str, str, float]],
+                   run_programs) -> list[tuple[str, str, bool]]:
+    """(question, program, is_correct) for (question, program, gold answer) candidates: each
+    program executed with ``run_programs`` and compared with the answer (within 1e-2)."""
     results = run_programs([p for _, p, _ in candidates])
     out = []
     for (q, p, a), res in zip(candidates, results, strict=True):
@@ -90,6 +97,16 @@ def judge_examples(
             and abs(res.value - a) <= 1e-2
         out.append((q, p, ok))
     return out
+
+
+def _update(model, opt, sched, loss: torch.Tensor) -> float:
+    """One clipped optimizer step on ``loss``; returns its value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return loss.item()
 
 
 def learn_to_solve(model, tokenizer, problems, prompt, epochs: float, batch_size: int = 32,
@@ -109,12 +126,7 @@ def learn_to_solve(model, tokenizer, problems, prompt, epochs: float, batch_size
     for _ in tqdm(range(steps), desc="teacher solves", disable=not progress):
         idx = torch.randint(len(problems), (batch_size,), generator=gen).tolist()
         loss = sft_loss(model, tokenizer, [problems[i] for i in idx], prompt, 512, 256, device)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(_update(model, opt, sched, loss))
     model.eval()
     return losses
 
@@ -154,11 +166,6 @@ def teach_judge(
         z_no = torch.logsumexp(hidden @ head[list(no_ids)].float().T, dim=-1)
         logits = torch.stack([z_yes, z_no], dim=-1)
         loss = F.cross_entropy(logits, target[idx].to(head.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(_update(model, opt, sched, loss))
     model.eval()
     return losses
