@@ -200,7 +200,7 @@ class Trainer:
         self._open_rewarders()
         bar = tqdm(total=cfg.rl_steps, initial=self.state["rl_step"], desc=cfg.rl_stage,
                    disable=not (cfg.progress and self.main))
-        last_saved = self.state["rl_step"]
+        last_saved = last_eval = self.state["rl_step"]
         try:
             while self.state["rl_step"] < cfg.rl_steps:
                 t = time.time()
@@ -217,8 +217,11 @@ class Trainer:
                 bar.set_postfix({k.split("/")[-1]: f"{v:.2f}" for k, v in rollout_stats.items()
                                  if k.startswith("reward/")})
                 step = self.state["rl_step"]
-                if cfg.eval_every and step // cfg.eval_every > (step - 1) // cfg.eval_every:
+                # A rollout may take several optimizer steps: evaluate once the step count
+                # crosses a multiple of eval_every (checkpoints likewise below).
+                if cfg.eval_every and step // cfg.eval_every > last_eval // cfg.eval_every:
                     self.evaluate(f"step{step}")
+                    last_eval = step
                 if cfg.save_every and step - last_saved >= cfg.save_every:
                     self.checkpoint(extra={"rl_optimizer": opt.state_dict()})
                     last_saved = step

@@ -67,6 +67,27 @@ def test_grpo_stage_runs_without_value_head(tmp_path, cache):
     assert "vr/kl" in rl[-1] and "vr/value_loss" not in rl[-1]
 
 
+def test_periodic_evaluation_uses_the_evaluation_module(tmp_path, cache, monkeypatch):
+    """The held-out set is evaluated before RL, whenever the step count crosses a multiple of
+    eval_every (a rollout of 8 samples in minibatches of 2 takes 4 optimizer steps at once) and
+    at the end, each time by rlkd_fast.evaluate.evaluate, prompted in the run's style."""
+    import rlkd_fast.evaluate as evaluation
+
+    calls, real = [], evaluation.evaluate
+
+    def spy(model, tokenizer, problems, **kwargs):
+        calls.append((len(problems), kwargs["prompt_style"]))
+        return real(model, tokenizer, problems, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", spy)
+    summary = run(tmp_path, cache, "stages=sft,grpo", "rl_steps=6", "grpo_group=2",
+                  "coef_vr=1", "coef_yon=0", "eval_every=3")
+    assert [e["tag"] for e in summary["evals"]] == ["initial", "step4", "step6", "final"]
+    assert [e["step"] for e in summary["evals"]] == [0, 4, 6, 6]
+    assert calls == [(4, "header")] * 4
+    assert summary["final_accuracy"] == summary["evals"][-1]["accuracy"]
+
+
 def test_zero_coefficient_never_loads_its_judge(tmp_path, cache, monkeypatch):
     import rlkd_fast.bootstrap as bootstrap
 
