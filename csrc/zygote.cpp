@@ -229,7 +229,7 @@ void Zygote::start_job(uint64_t job, uint32_t timeout_ms, uint8_t conventions,
   kid->timeout_ms = timeout_ms;
   kid->started = Clock::now();
   kid->deadline = kid->started + std::chrono::milliseconds(timeout_ms);
-  kid->demote_cpu_ms = std::max<uint32_t>(15, timeout_ms / 100);
+  kid->demote_cpu_ms = std::max<uint32_t>(50, timeout_ms / 20);
   kid->demote_at = kid->started + std::chrono::milliseconds(kid->demote_cpu_ms);
   if (!kid->cpu_clock && clock_getcpuclockid(kid->pid, &kid->cpu_clock) != 0) kid->cpu_clock = 0;
   kid->cpu0_ms = cpu_ms(*kid);
