@@ -10,7 +10,8 @@ ties go to the answer seen first).
 Library: :func:`evaluate` (the trainer calls it for periodic evaluation). Command line::
 
     python -m rlkd_fast.evaluate --model PATH --datasets gsm8k,svamp,gsm_symbolic:main,p1,p2 \\
-        [--vote N] [--limit K] [--source gsm8k=path/to/test.jsonl] [--out results.json]
+        [--vote N] [--limit K] [--source gsm8k=path/to/test.jsonl] [--out results.json] \\
+        [--prompt-style reft|header]
 """
 
 from __future__ import annotations
