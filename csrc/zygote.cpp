@@ -280,15 +280,12 @@ void Zygote::set_policy(Kid* kid, int policy) {
   }
 }
 
-// Demoted programs are stopped (SIGSTOP of the group) while this zygote has programs queued or
-// just started (young), and continued when it has none: a program that sleeps or waits does
-// not hold them up. SCHED_IDLE alone is not enough: measured
-// here, 40 spinning runaways at SCHED_IDLE among 4,000 programs still cut throughput by a
-// quarter, stopped ones by nothing beyond their wall time. SIGKILL ends a stopped process too.
-void Zygote::pace_demoted() {
-  bool busy = !pending_.empty();
-  const auto now = Clock::now();
-  for (auto& k : kids_) busy = busy || young(*k, now);
+// Demoted programs are stopped (SIGSTOP of the group) while this zygote is `busy` (programs
+// queued or just started, i.e. young), and continued when it is not: a program that sleeps or
+// waits does not hold them up. SCHED_IDLE alone is not enough: measured here, 40 spinning
+// runaways at SCHED_IDLE among 4,000 programs still cut throughput by a quarter, stopped ones
+// by nothing beyond their wall time. SIGKILL ends a stopped process too.
+void Zygote::pace_demoted(bool busy) {
   for (auto& k : kids_) {
     bool pause = busy && k->busy;  // a program that has reported is left to exit
     if (k->pid > 0 && k->demoted && !k->killed && !k->retiring && k->paused != pause) {
@@ -448,7 +445,8 @@ bool Zygote::young(const Kid& k, Clock::time_point now) const {
   return k.pid > 0 && k.busy && !k.demoted && !k.killed && now - k.started < kYoung;
 }
 
-void Zygote::start_pending() {
+// Returns how many young programs run afterwards.
+int Zygote::start_pending() {
   int running = 0;
   const auto now = Clock::now();
   for (auto& k : kids_)
@@ -459,6 +457,7 @@ void Zygote::start_pending() {
     start_job(p.job, p.timeout_ms, p.conventions, p.src);
     running++;
   }
+  return running;
 }
 
 void Zygote::serve() {
@@ -489,6 +488,7 @@ void Zygote::serve() {
     fds.assign(1, pollfd{in_, POLLIN, 0});
     who.clear();
     int64_t wait_ms = -1;
+    const auto before = Clock::now();
     for (auto& k : kids_) {
       fds.push_back(pollfd{k->pidfd, POLLIN, 0});
       who.emplace_back(k.get(), true);
@@ -499,7 +499,7 @@ void Zygote::serve() {
       if (watched(*k)) {
         bool early = k->busy && cfg_.demote && !k->demoted;
         auto next = early ? std::min(k->demote_at, k->deadline) : k->deadline;
-        if (young(*k, Clock::now()))  // its place frees up then; paused ones may resume
+        if (young(*k, before))  // its place frees up then; paused ones may resume
           next = std::min(next, k->started + kYoung);
         int64_t left = ms_until(next);
         wait_ms = wait_ms < 0 ? left : std::min(wait_ms, left);
@@ -536,8 +536,8 @@ void Zygote::serve() {
     }
     kids_.erase(std::remove_if(kids_.begin(), kids_.end(), [](auto& k) { return k->pid <= 0; }),
                 kids_.end());
-    start_pending();
-    pace_demoted();
+    int running = start_pending();
+    pace_demoted(running > 0 || !pending_.empty());
   }
 }
 

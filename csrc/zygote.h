@@ -39,7 +39,7 @@ class Zygote {
   [[noreturn]] void worker_loop();
   void start_job(uint64_t job, uint32_t timeout_ms, uint8_t conventions, const std::string& src);
   bool read_request();
-  void start_pending();
+  int start_pending();
   bool young(const Kid& k, Clock::time_point now) const;
   void drain(Kid* kid);
   void on_data(Kid* kid);
@@ -48,7 +48,7 @@ class Zygote {
   void retire(Kid* kid);
   bool watched(const Kid& k) const;
   void maybe_demote(Kid* kid, Clock::time_point now);
-  void pace_demoted();
+  void pace_demoted(bool busy);
   static double cpu_ms(const Kid& kid);
   void set_policy(Kid* kid, int policy);
   void send(uint64_t job, const Result& r);

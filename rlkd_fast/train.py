@@ -42,8 +42,6 @@ from rlkd_fast.ppo import (
 from rlkd_fast.prompts import count_program_lines, program_from_completion, program_header
 from rlkd_fast.sft import sft_loss
 
-SHORT_PROGRAM_LINES = 4  # responses under this many lines count toward the collapse metric
-
 
 class IndexStream:
     """Endless batches of indices into a data set: a fresh seeded permutation per epoch.
@@ -316,7 +314,7 @@ class Trainer:
                 correct = self._correct(programs, [p.answer for p in rows])
                 stats[f"monitor/{source}_true_accuracy"] = correct
             lines = [count_program_lines(p) for p in programs]
-            stats[f"response/{source}_short_frac"] = sum(n < SHORT_PROGRAM_LINES
+            stats[f"response/{source}_short_frac"] = sum(n < evaluation.SHORT_LINES
                                                          for n in lines) / len(lines)
             stats[f"response/{source}_tokens"] = roll.response_mask.sum(1).float().mean().item()
             experiences.append(self._experience(source, roll, scores[source]))
