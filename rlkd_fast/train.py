@@ -11,11 +11,18 @@ checkpoint. Under ``accelerate launch`` it trains data-parallel (DDP).
 
 from __future__ import annotations
 
-import argparse
+import sys
+
+from rlkd_fast.config import TrainConfig, parse_command_line
+
+if __name__ == "__main__":
+    # Parse and validate before torch and the models load, so --help and configuration errors
+    # answer at once.
+    _CONFIG = parse_command_line()
+
 import json
 import math
 import os
-import sys
 import time
 from collections import defaultdict
 from contextlib import nullcontext
@@ -29,7 +36,6 @@ from rlkd_fast import bootstrap
 from rlkd_fast import evaluate as evaluation
 from rlkd_fast.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from rlkd_fast.checkpoint import set_rng_state as restore_rng
-from rlkd_fast.config import TrainConfig, load_config
 from rlkd_fast.metrics import MetricsLog, plot_curves
 from rlkd_fast.policy import PolicyWithValue, SequenceBatch
 from rlkd_fast.ppo import (
@@ -460,26 +466,9 @@ class Trainer:
         return summary
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        prog="python -m rlkd_fast.train",
-        description="RL-based knowledge distillation with an LLM judge (SFT, PPO, GRPO). "
-                    "With no arguments: the embedded offline default.")
-    parser.add_argument("--config", help="YAML file of TrainConfig fields")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--output-dir", help="where checkpoints, metrics and plots go")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. rl_steps=200 coef_yon=1 coef_vr=0")
-    args = parser.parse_args(argv)
-    overrides = list(args.overrides)
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    if args.resume:
-        overrides.append("resume=true")
-    try:
-        cfg = load_config(args.config, overrides)
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run ``cfg`` (as :func:`~rlkd_fast.config.parse_command_line` returns it); returns the
+    summary."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 
@@ -487,5 +476,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return Trainer(cfg).run()
 
 
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``python -m rlkd_fast.train [--config FILE] [--resume] [--output-dir DIR] [key=value
+    ...]``; ``--help`` lists every config field with its default."""
+    return train(parse_command_line(argv))
+
+
 if __name__ == "__main__":
-    main()
+    train(_CONFIG)

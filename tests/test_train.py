@@ -145,7 +145,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache):
     ("coef_vr=0.7", "must sum to 1"),
     ("stages=sft,dpo", "unknown stage"),
     ("rl_step=3", "unknown config key 'rl_step'"),
-    ("rl_steps=abc", "expected int"),
+    ("rl_steps=abc", "rl_steps: expected an integer"),
     ("coef_rerank=0.5", "needs reranker"),
 ])
 def test_config_errors_are_clear(override, message):
