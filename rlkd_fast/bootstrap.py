@@ -37,31 +37,65 @@ class RunData:
     test: list[Problem]  # held-out, with answers
 
 
-def _take(problems, limit: int) -> list[Problem]:
+class DataError(ValueError):
+    """A data set the run needs is missing, unreadable or has no usable rows (the message names
+    the setting and the file)."""
+
+
+def _describe(cfg: TrainConfig, key: str) -> str:
+    """``eval_dataset=gsm8k (eval_source=x.jsonl, eval_split=test)``: where a split came from."""
+    prefix = "eval" if key == "eval_dataset" else key
+    source = getattr(cfg, f"{prefix}_source")
+    where = f"{prefix}_source={source}, " if source else ""
+    return f"{key}={getattr(cfg, key)} ({where}{prefix}_split={getattr(cfg, f'{prefix}_split')})"
+
+
+def _load(cfg: TrainConfig, key: str, limit: int, fraction: float = 1.0) -> list[Problem]:
+    """The problems of one split of the run, or a DataError naming the setting and the file."""
+    prefix = "eval" if key == "eval_dataset" else key
+    name = getattr(cfg, key)
+    size = {"size": limit} if name == "synthetic" and limit else {}
+    try:
+        problems = load_split(name, getattr(cfg, f"{prefix}_source"),
+                              split=getattr(cfg, f"{prefix}_split"), fraction=fraction,
+                              seed=cfg.seed, source_option=f"{prefix}_source=", **size)
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise DataError(f"{_describe(cfg, key)}: {message}") from e
+    if not problems:
+        skipped = getattr(problems, "skipped", 0)
+        why = (f"all {skipped} rows were skipped (answer not a number or question empty)"
+               if skipped else "it holds no rows")
+        raise DataError(f"{_describe(cfg, key)}: no usable problems: {why}")
     return list(problems)[:limit] if limit else list(problems)
 
 
 def load_data(cfg: TrainConfig) -> RunData:
-    """The labeled, unlabeled and held-out problems of the run, checked for what each needs."""
-    def split(name, source, split_name, limit, fraction=1.0):
-        size = {"size": limit} if name == "synthetic" and limit else {}
-        return _take(load_split(name, source, split=split_name, fraction=fraction,
-                                seed=cfg.seed, **size), limit)
+    """The labeled, unlabeled and held-out problems of the run, each checked for what the run
+    needs of it (rows left, answers, programs) before any model loads.
 
-    labeled = split(cfg.labeled, cfg.labeled_source, cfg.labeled_split, cfg.max_train)
-    unlabeled = split(cfg.unlabeled, cfg.unlabeled_source, cfg.unlabeled_split,
-                      cfg.max_unlabeled, cfg.unlabeled_fraction)
-    test = split(cfg.eval_dataset, cfg.eval_source, cfg.eval_split, cfg.max_eval)
+    A split the run does not use is not loaded (empty): labeled data serves SFT and the
+    verifiable reward, unlabeled data the judges. Raises :class:`DataError` naming the setting
+    and the file (an empty or unusable split, a row that is not a JSON object, a file that is
+    not UTF-8, a missing file, an unreachable hub)."""
+    rl = cfg.rl_stage is not None
+    labeled = unlabeled = []
+    if "sft" in cfg.stages or (rl and cfg.coef_vr > 0):
+        labeled = _load(cfg, "labeled", cfg.max_train)
+    if rl and (cfg.coef_yon > 0 or cfg.coef_rerank > 0):
+        unlabeled = _load(cfg, "unlabeled", cfg.max_unlabeled, cfg.unlabeled_fraction)
+    test = _load(cfg, "eval_dataset", cfg.max_eval)  # evaluated before and after every run
     if "sft" in cfg.stages:
         missing = sum(p.program is None for p in labeled)
         if missing:
-            raise ValueError(f"SFT needs programs: {missing} of {len(labeled)} labeled problems "
-                             f"({cfg.labeled}) have none")
-    if cfg.coef_vr > 0 and any(p.answer is None for p in labeled):
-        raise ValueError(f"the verifiable reward needs answers; {cfg.labeled} has rows without")
+            raise DataError(f"{_describe(cfg, 'labeled')}: SFT needs programs; {missing} of "
+                            f"{len(labeled)} labeled problems have none")
+    if rl and cfg.coef_vr > 0 and any(p.answer is None for p in labeled):
+        raise DataError(f"{_describe(cfg, 'labeled')}: the verifiable reward needs answers; "
+                        "some rows have none")
     if any(p.answer is None for p in test):
-        raise ValueError(f"evaluation needs answers; {cfg.eval_dataset}/{cfg.eval_split} has "
-                         "rows without")
+        raise DataError(f"{_describe(cfg, 'eval_dataset')}: evaluation needs answers; some rows "
+                        "have none")
     return RunData(labeled, unlabeled, test)
 
 

@@ -22,6 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlkd_fast.hub import (
+    HubUnreachable,
+    is_connection_error,
+    is_local_path,
+    network_error,
+    offline_mode,
+)
+
 __all__ = [
     "DATASETS",
     "SYNTHETIC_SIZES",
@@ -110,31 +118,48 @@ _DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 def _read_file(path: Path) -> list[dict]:
-    """Rows of one jsonl / json / parquet file."""
+    """Rows of one jsonl / json / parquet file; every row must be a JSON object (ValueError
+    naming the file and the row otherwise, and for text that is not UTF-8)."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if path.suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError:  # many ".json" files are really JSON lines
             data = None
-        if isinstance(data, list):
-            return data
         if isinstance(data, dict) and isinstance(data.get("data"), list):
-            return data["data"]
+            data = data["data"]
+        if isinstance(data, list):
+            for i, row in enumerate(data):
+                _check_record(row, f"{path}: record {i}")
+            return data
         if data is not None:
             raise ValueError(f"{path}: expected a list of records or JSON lines")
     rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not a JSON record ({e})") from None
+            rows.append(_check_record(row, f"{path}:{lineno}"))
     return rows
+
+
+def _check_record(row: Any, where: str) -> dict:
+    if not isinstance(row, dict):
+        kind = {str: "a string", list: "an array", bool: "a boolean", type(None): "null"}.get(
+            type(row), "a number")
+        raise ValueError(f"{where}: expected a JSON object (a record with fields), got {kind}")
+    return row
 
 
 def _has_token(text: str, token: str) -> bool:
@@ -175,12 +200,13 @@ def _files_for(root: Path, match: _FileMatch) -> list[Path]:
 
 
 def _looks_like_path(source: str) -> bool:
-    return source.startswith(("/", ".", "~")) or source.endswith(_DATA_SUFFIXES)
+    return is_local_path(source) or source.endswith(_DATA_SUFFIXES)
 
 
-def _read_rows(source: str, config: str | None, match: _FileMatch) -> list[dict]:
+def _read_rows(source: str, config: str | None, match: _FileMatch, option: str) -> list[dict]:
     """Rows of one split from a local file, a directory (files picked by ``match``) or a hub
-    data set (``config``, ``match.split``)."""
+    data set (``config``, ``match.split``); ``option`` is how the user passes a local source,
+    for the error messages."""
     split = match.split
     path = Path(source).expanduser()
     if path.is_file():
@@ -189,14 +215,30 @@ def _read_rows(source: str, config: str | None, match: _FileMatch) -> list[dict]
         return [row for f in _files_for(path, match) for row in _read_file(f)]
     if _looks_like_path(source):
         raise FileNotFoundError(f"no such data file or directory: {source}")
+    return _read_hub(source, config, split, option)
+
+
+def _read_hub(source: str, config: str | None, split: str, option: str) -> list[dict]:
+    """Rows of a hub data set; an unreachable hub is reported at once, not after the hub
+    client's retries."""
+    local = f"pass a local path (a file or directory) with {option}"
+    offline = offline_mode()
+    reason = None if offline else network_error(source, "dataset")
+    if reason:
+        raise HubUnreachable(f"cannot reach the Hugging Face hub for data set {source!r} "
+                             f"({reason}); {local} (or set HF_HUB_OFFLINE=1 to use a copy in "
+                             "the local cache)")
     import datasets
 
     try:
         ds = datasets.load_dataset(source, config, split=split)
     except Exception as e:  # offline, unknown id, bad config: say which
+        if offline and is_connection_error(e):
+            raise HubUnreachable(f"HF_HUB_OFFLINE is set and data set {source!r} (config="
+                                 f"{config!r}) is not in the local cache; {local}") from None
         raise RuntimeError(
             f"could not load hub data set {source!r} (config={config!r}, split={split!r}): {e}. "
-            "Pass a local path as source to work offline."
+            f"To work offline, {local}."
         ) from e
     return list(ds)
 
@@ -323,6 +365,7 @@ def load_split(
     config: str | None = None,
     size: int | None = None,
     max_steps: int = 4,
+    source_option: str = "source=",
 ) -> Split:
     """Load one split of a data set as a :class:`Split` (a list of :class:`Problem`).
 
@@ -338,15 +381,22 @@ def load_split(
         config: data set configuration (overrides the one after ``:`` in ``name``).
         size, max_steps: synthetic only: number of problems (default per split) and the most
             arithmetic operations per problem (1-4).
+        source_option: how the caller's user passes ``source`` (``--source``,
+            ``eval_source=``, ...), named in the errors that ask for one.
     Returns:
         the problems; ``.skipped`` counts rows whose answer did not parse (warned about),
         ``.dropped`` the rows removed on purpose (GSM-Plus "None" answers).
+    Raises:
+        ValueError: an unknown name or config, a row that is not a JSON object, a file that is
+            not UTF-8 (naming the file and row); FileNotFoundError: a missing local source;
+        KeyError: a row without a field its schema needs; HubUnreachable (a RuntimeError): no
+            network or ``HF_HUB_OFFLINE`` without a cached copy; RuntimeError: other hub errors.
     """
     base, _, suffix = name.partition(":")
     config = config or suffix or None
     if base == "synthetic":
         if source is not None:
-            raise ValueError("synthetic data is generated: source must be None")
+            raise ValueError(f"synthetic data is generated: {source_option} must be unset")
         if config:
             if not config.isdigit():
                 raise ValueError(f"synthetic config is max_steps (1-4), got {config!r}")
@@ -362,11 +412,12 @@ def load_split(
     asked, config = config, config or spec.config
     if source is None:
         if spec.hub is None:
-            raise ValueError(f"{base}: no default source; pass source= (a file or a directory)")
+            raise ValueError(f"{base}: no default source; pass a file or a directory with "
+                             f"{source_option}")
         source = spec.hub
     aliases = spec.train_aliases if split == "train" else ()
     match = _FileMatch(split, config or spec.file_key, asked is not None, aliases)
-    rows = _read_rows(source, config, match)
+    rows = _read_rows(source, config, match, source_option)
     label = f"{base}:{config}/{split}" if config and spec.configs else f"{base}/{split}"
     problems, bad, dropped = [], [], 0
     for i, row in enumerate(rows):
@@ -930,9 +981,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--show", type=int, default=2, help="problems to print")
     ap.add_argument("--out", help="write the split as ReFT-style JSON lines here")
     args = ap.parse_args(argv)
-    problems = load_split(
-        args.name, args.source, args.split, args.fraction, args.seed, size=args.size
-    )
+    try:
+        problems = load_split(args.name, args.source, args.split, args.fraction, args.seed,
+                              size=args.size, source_option="--source PATH")
+    except (ValueError, KeyError, OSError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        ap.exit(1, f"{ap.prog}: error: {message}\n")
     counts = f"{len(problems)} problems, {problems.skipped} skipped, {problems.dropped} dropped"
     print(f"{args.name}/{args.split}: {counts}")
     for p in problems[: args.show]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from rlkd_fast.config import TrainConfig, parse_command_line
+from rlkd_fast.config import PROG, TrainConfig, parse_command_line
 
 if __name__ == "__main__":
     # Parse and validate before torch and the models load, so --help and configuration errors
@@ -52,11 +52,10 @@ from rlkd_fast.sft import sft_loss
 class IndexStream:
     """Endless batches of indices into a data set: a fresh seeded permutation per epoch.
 
-    Its position is part of the checkpoint, so a resumed run sees the same batches."""
+    Its position is part of the checkpoint, so a resumed run sees the same batches. A split the
+    run does not use is empty: its stream exists but must never be drawn from."""
 
     def __init__(self, size: int, seed: int):
-        if size < 1:
-            raise ValueError("a data loader got an empty data set")
         self.size, self.seed, self.epoch, self.pos = size, seed, 0, 0
         self._perm = self._permutation()
 
@@ -65,6 +64,8 @@ class IndexStream:
         return torch.randperm(self.size, generator=gen)
 
     def next(self, n: int) -> list[int]:
+        if self.size < 1:
+            raise ValueError("a data loader got an empty data set")
         out = []
         while len(out) < n:
             if self.pos == self.size:
@@ -473,7 +474,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own bars say what is going on
-    return Trainer(cfg).run()
+    try:
+        trainer = Trainer(cfg)
+    except bootstrap.DataError as err:  # the data is the user's to fix: no traceback
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return trainer.run()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

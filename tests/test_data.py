@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -96,7 +100,14 @@ def test_directory_picks_the_split_file_and_concatenates_shards(tmp_path):
         load_split("gsm8k", str(tmp_path), split="validation")
 
 
-def test_hub_id_goes_through_load_dataset_and_the_same_parser(monkeypatch):
+@pytest.fixture
+def hub_reachable(monkeypatch):
+    """The hub answers the reachability probe (the tests fake ``load_dataset`` itself)."""
+    monkeypatch.setattr(data, "network_error", lambda *a, **k: None)
+    monkeypatch.setattr(data, "offline_mode", lambda: False)
+
+
+def test_hub_id_goes_through_load_dataset_and_the_same_parser(monkeypatch, hub_reachable):
     calls = []
 
     def fake_load_dataset(path, name=None, split=None):
@@ -123,7 +134,7 @@ def test_hub_id_goes_through_load_dataset_and_the_same_parser(monkeypatch):
     ]
 
 
-def test_hub_failure_is_a_clear_error(monkeypatch):
+def test_hub_failure_is_a_clear_error(monkeypatch, hub_reachable):
     import datasets
 
     def offline(*a, **k):
@@ -132,6 +143,47 @@ def test_hub_failure_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(RuntimeError, match=r"qintongli/GSM-Plus.*local path"):
         load_split("gsm_plus")
+
+
+def test_unreachable_hub_fails_at_once_naming_the_option(monkeypatch):
+    """One probe without retries decides; load_dataset (25 s of retries) is never called."""
+    import datasets
+
+    def never(*a, **k):
+        raise AssertionError("load_dataset called although the hub is unreachable")
+
+    monkeypatch.setattr(datasets, "load_dataset", never)
+    monkeypatch.setattr(data, "offline_mode", lambda: False)
+    monkeypatch.setattr(data, "network_error", lambda *a, **k: "ConnectError: refused")
+    with pytest.raises(data.HubUnreachable, match=r"'openai/gsm8k'.*refused.*eval_source="):
+        load_split("gsm8k", source_option="eval_source=")
+
+
+def test_offline_mode_without_a_cached_copy_names_the_option(monkeypatch):
+    import datasets
+
+    def cache_miss(*a, **k):
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", cache_miss)
+    monkeypatch.setattr(data, "offline_mode", lambda: True)
+    monkeypatch.setattr(data, "network_error", lambda *a, **k: pytest.fail("probed offline"))
+    with pytest.raises(data.HubUnreachable, match=r"HF_HUB_OFFLINE.*not in the local cache.*"
+                                                  r"labeled_source="):
+        load_split("gsm8k", source_option="labeled_source=")
+
+
+@pytest.mark.parametrize("env", [{"HF_ENDPOINT": "http://127.0.0.1:9"}, {"HF_HUB_OFFLINE": "1"}])
+def test_data_cli_without_the_hub_answers_at_once(tmp_path, env):
+    """Offline, ``python -m rlkd_fast.data gsm8k`` used to wait ~25 s and end in a traceback."""
+    base = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env = base | {"HF_HOME": str(tmp_path / "hf")} | env
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "rlkd_fast.data", "gsm8k"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "--source PATH" in proc.stderr and "openai/gsm8k" in proc.stderr
 
 
 def test_missing_file_and_missing_field_are_clear_errors(tmp_path):
@@ -151,6 +203,40 @@ def test_missing_file_and_missing_field_are_clear_errors(tmp_path):
         load_split("gsm9k")
     with pytest.raises(ValueError, match="unknown config 'p3'"):
         load_split("gsm_symbolic:p3")
+
+
+def test_missing_source_message_names_the_callers_option():
+    with pytest.raises(ValueError, match=r"reft: no default source.*with --source PATH"):
+        load_split("reft", source_option="--source PATH")
+    with pytest.raises(ValueError, match=r"labeled_source= must be unset"):
+        load_split("synthetic", "x.jsonl", source_option="labeled_source=")
+    proc = subprocess.run([sys.executable, "-m", "rlkd_fast.data", "reft"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and "--source PATH" in proc.stderr
+    assert "source=" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name, text, where, kind", [
+    ("nums.json", "[1, 2, 3]", "nums.json: record 0", "a number"),
+    ("mixed.json", '[{"question": "q", "answer": "#### 1"}, "x"]', "mixed.json: record 1",
+     "a string"),
+    ("wrapped.json", '{"data": [[1, 2]]}', "wrapped.json: record 0", "an array"),
+    ("lines.jsonl", '{"question": "q", "answer": "#### 1"}\n"just text"\n', "lines.jsonl:2",
+     "a string"),
+    ("lines.jsonl", '\n[1, 2]\n', "lines.jsonl:2", "an array"),
+])
+def test_rows_that_are_not_json_objects_name_the_file_and_row(tmp_path, name, text, where, kind):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"{where}: expected a JSON object.*got {kind}"):
+        load_split("gsm8k", str(path))
+
+
+def test_non_utf8_file_names_the_file_and_line(tmp_path):
+    path = tmp_path / "test.jsonl"
+    path.write_bytes(b'{"question": "q", "answer": "#### 1"}\n{"question": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"test.jsonl:2: not UTF-8 text"):
+        load_split("gsm8k", str(path))
 
 
 def test_bad_json_reports_the_line(tmp_path):
