@@ -287,6 +287,12 @@ def load_reranker(cfg: TrainConfig, device: torch.device):
     return RerankJudge.from_pretrained(cfg.reranker, device=device)
 
 
+def prompt_settings(cfg: TrainConfig) -> dict:
+    """What a saved policy records of how it was prompted (:func:`prompts.save_prompt_settings`)."""
+    return {"prompt_style": cfg.prompt_style, "anti_hacking": cfg.anti_hacking_suffix,
+            "max_prompt_tokens": cfg.max_prompt_tokens, "max_new_tokens": cfg.max_new_tokens}
+
+
 def student_prompt(cfg: TrainConfig, question: str) -> str:
     """The student's prompt in the run's ``prompt_style``."""
     return prompts.student_prompt(question, cfg.prompt_style, cfg.anti_hacking_suffix)

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlkd_fast.prompts import save_prompt_settings
+
 LATEST = "latest"
 
 
@@ -50,11 +52,14 @@ def _fsync_tree(path: Path) -> None:
 
 
 def save_checkpoint(output_dir: str | Path, step: int, policy, trainer_state: dict[str, Any],
-                    tokenizer=None, keep: int = 2) -> Path:
+                    tokenizer=None, keep: int = 2,
+                    prompt_settings: dict[str, Any] | None = None) -> Path:
     """Write ``ckpt-<step>`` atomically and point ``latest`` at it; keep the newest ``keep``.
 
     ``ckpt-<step>/policy`` is a complete Hugging Face directory (with ``tokenizer``), so
-    ``python -m rlkd_fast.evaluate --model .../policy`` works on any checkpoint."""
+    ``python -m rlkd_fast.evaluate --model .../policy`` works on any checkpoint; with
+    ``prompt_settings`` (:func:`rlkd_fast.prompts.save_prompt_settings`'s arguments) it also says
+    how the policy was prompted, and evaluation prompts it the same way."""
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"ckpt-{step:07d}"
@@ -64,6 +69,8 @@ def save_checkpoint(output_dir: str | Path, step: int, policy, trainer_state: di
     policy.save(tmp / "policy")
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp / "policy")
+    if prompt_settings is not None:
+        save_prompt_settings(tmp / "policy", **prompt_settings)
     torch.save(trainer_state | {"step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
     _fsync_tree(tmp)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it

@@ -12,6 +12,10 @@ Library: :func:`evaluate` (the trainer calls it for periodic evaluation). Comman
     python -m rlkd_fast.evaluate --model PATH --datasets gsm8k,svamp,gsm_symbolic:main,p1,p2 \\
         [--vote N] [--limit K] [--source gsm8k=path/to/test.jsonl] [--out results.json] \\
         [--prompt-style reft|header]
+
+A checkpoint the trainer wrote records how its policy was prompted (``prompt_settings.json``:
+prompt style, anti-hacking suffix, token limits); the command line prompts it that way unless a
+flag says otherwise, and assumes ReFT's prompt for models without the file.
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from rlkd_fast.data import DATASETS, Problem, load_split
+from rlkd_fast.hub import missing_local_path
 from rlkd_fast.prompts import (
+    PROMPT_SETTINGS_FILE,
     PROMPT_STYLES,
     count_program_lines,
+    load_prompt_settings,
     program_from_completion,
     program_header,
     student_prompt,
@@ -138,7 +145,7 @@ def evaluate(
         anti_hacking: prompt with the anti-hacking docstring suffix.
         prompt_style: ``"reft"`` or ``"header"`` (see :data:`rlkd_fast.prompts.PROMPT_STYLES`);
             use the style the student was trained with.
-        progress: a progress bar over problems.
+        progress: a progress bar over the programs generated (updated after each batch).
         return_records: add per-problem ``records`` (program, prediction, correctness).
         chunk: problems generated at a time (their programs run while the next chunk
             generates).
@@ -166,8 +173,11 @@ def evaluate(
     greedy_runs, vote_runs = [], []
     try:
         # Chunks bound the memory of N x vote rollouts; each chunk's programs execute in the
-        # executor's processes while the next chunk generates.
-        bar = tqdm(total=len(problems), desc="evaluate", unit="q", disable=not progress)
+        # executor's processes while the next chunk generates. The bar counts the programs
+        # generated (one per problem, plus `vote` with voting), batch by batch.
+        bar = tqdm(total=len(problems) * (1 + vote), desc="evaluate", unit="program",
+                   disable=not progress)
+        gen["on_batch"] = bar.update
         for lo in range(0, len(problems), chunk):
             part = problems[lo:lo + chunk]
             greedy_programs = sample_programs(model, tokenizer, part, 1, False, **gen)
@@ -176,7 +186,6 @@ def evaluate(
             if vote > 0:
                 sampled = sample_programs(model, tokenizer, part, vote, True, **sampling, **gen)
                 vote_runs.append(_run_async(executor, sampled))
-            bar.update(len(part))
         bar.close()
         preds = [prediction(r, mode) for f in greedy_runs for r in f.result()]
         sampled_preds = [prediction(r, mode) for f in vote_runs for r in f.result()]
@@ -262,10 +271,59 @@ def format_table(rows: dict[str, dict]) -> str:
     return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, lines)])
 
 
+#: How a model without a prompt settings file is prompted (the paper's students: ReFT's prompt).
+DEFAULT_PROMPTING = {"prompt_style": "reft", "anti_hacking": False, "max_prompt_tokens": None,
+                     "max_new_tokens": 300}
+
+
+def resolve_prompting(model: str | Path, **given) -> tuple[dict, str]:
+    """How to prompt ``model``: each setting of ``given`` that is not None (a command-line flag),
+    else what the model recorded in training (:data:`~rlkd_fast.prompts.PROMPT_SETTINGS_FILE`
+    beside its weights), else :data:`DEFAULT_PROMPTING`. Returns the settings and a line saying
+    where they came from."""
+    recorded = load_prompt_settings(model) if Path(model).expanduser().is_dir() else None
+    settings = {}
+    for key, default in DEFAULT_PROMPTING.items():
+        if given.get(key) is not None:
+            settings[key] = given[key]
+        elif recorded is not None and key in recorded:
+            settings[key] = recorded[key]
+        else:
+            settings[key] = default
+    shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+    if recorded is None:
+        note = (f"{model} records no prompt settings ({PROMPT_SETTINGS_FILE}): prompting with "
+                f"{shown}; pass --prompt-style etc. if it was trained otherwise")
+    else:
+        overridden = [k for k in settings if given.get(k) is not None]
+        note = (f"prompting as {model} was trained ({PROMPT_SETTINGS_FILE}): {shown}"
+                + (f" (from the command line: {', '.join(overridden)})" if overridden else ""))
+    return settings, note
+
+
+def add_prompting_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that override a model's recorded prompt settings (evaluate, judge_quality)."""
+    p.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None,
+                   help="the prompt the student was trained with (default: the one it recorded "
+                        f"in {PROMPT_SETTINGS_FILE}, else reft)")
+    p.add_argument("--anti-hacking", action=argparse.BooleanOptionalAction, default=None,
+                   help="the anti-hacking docstring suffix (default: as recorded, else off)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="tokens per program at most (default: as recorded, else 300)")
+    p.add_argument("--max-prompt-tokens", type=int, default=None,
+                   help="keep the last this-many prompt tokens (default: as recorded, else all)")
+
+
+def prompting_args(args: argparse.Namespace) -> dict:
+    return {"prompt_style": args.prompt_style, "anti_hacking": args.anti_hacking,
+            "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m rlkd_fast.evaluate",
-        description="Greedy and majority-vote accuracy of a PoT student on math benchmarks.")
+        description="Greedy and majority-vote accuracy of a PoT student on math benchmarks. "
+                    "A checkpoint written by the trainer is prompted as it was trained.")
     p.add_argument("--model", required=True, help="hub id or local checkpoint directory")
     p.add_argument("--datasets", default="gsm8k",
                    help="comma list, e.g. gsm8k,svamp,gsm_plus,gsm_symbolic:main,p1,p2")
@@ -275,52 +333,71 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--vote", type=int, default=0, help="samples per question for majority vote")
     p.add_argument("--limit", type=int, default=None, help="first K problems per data set")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=300)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--mode", choices=("strict", "reft"), default="strict")
-    p.add_argument("--anti-hacking", action="store_true")
-    p.add_argument("--prompt-style", choices=PROMPT_STYLES, default="reft",
-                   help="the prompt the student was trained with (the tiny default: header)")
+    add_prompting_flags(p)
     p.add_argument("--workers", type=int, default=2, help="executor processes")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (the weight loading's included)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     import torch
+    from transformers.utils import logging as hf_logging
 
     from rlkd_fast.executor import PotExecutor
     from rlkd_fast.models import load_causal_lm
 
-    names, sources = parse_datasets(args.datasets), parse_sources(args.source)
+    try:
+        names, sources = parse_datasets(args.datasets), parse_sources(args.source)
+        prompting, note = resolve_prompting(args.model, **prompting_args(args))
+    except ValueError as err:
+        parser.error(str(err))
+    missing = missing_local_path(args.model, "--model")
+    if missing:
+        parser.error(missing)
+    data = {}  # every data set is read before the model loads: a bad one fails at once
+    for name in names:
+        source = sources.get(name, sources.get(name.split(":", 1)[0]))
+        try:
+            problems = load_split(name, source=source, split=args.split,
+                                  source_option=f"--source {name}=PATH")
+        except (ValueError, KeyError, OSError, RuntimeError) as err:
+            parser.exit(1, f"{parser.prog}: error: {name}: {err}\n")
+        data[name] = problems[:args.limit] if args.limit is not None else problems
+    print(note, file=sys.stderr)
+    if args.no_progress:
+        hf_logging.disable_progress_bar()
     torch.manual_seed(args.seed)
     model, tokenizer = load_causal_lm(args.model, device=args.device)
     results: dict[str, dict] = {}
     with PotExecutor(workers=args.workers, timeout_s=args.timeout, conventions="reft") as ex:
-        for name in tqdm(names, desc="data sets", disable=args.no_progress):
-            source = sources.get(name, sources.get(name.split(":", 1)[0]))
-            problems = load_split(name, source=source, split=args.split)
-            if args.limit is not None:
-                problems = problems[:args.limit]
+        for name, problems in data.items():
+            print(f"{name}: {len(problems)} problems", file=sys.stderr)
             results[name] = evaluate(
                 model, tokenizer, problems, vote=args.vote, executor=ex,
-                batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                batch_size=args.batch_size, max_new_tokens=prompting["max_new_tokens"],
                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                mode=args.mode, anti_hacking=args.anti_hacking, prompt_style=args.prompt_style,
+                mode=args.mode, anti_hacking=prompting["anti_hacking"],
+                prompt_style=prompting["prompt_style"],
+                max_prompt_length=prompting["max_prompt_tokens"],
                 progress=not args.no_progress,
             )
     print(format_table(results))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(
-            {"model": str(args.model), "split": args.split, "results": results}, indent=2))
+            {"model": str(args.model), "split": args.split, "prompting": prompting,
+             "results": results}, indent=2))
         print(f"results written to {args.out}", file=sys.stderr)
     return results
 

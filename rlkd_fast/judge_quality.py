@@ -7,7 +7,11 @@ YoN (the LLM judge's Yes/No reward, thresholding off so scores stay comparable),
 model's mean token log-likelihood of the program) and, if given, the reranker.
 
     python -m rlkd_fast.judge_quality --student PATH --judge PATH --dataset gsm8k --n 200 \\
-        [--reranker PATH] [--samples 8] [--out judge_quality.json]
+        [--reranker PATH] [--samples 8] [--out judge_quality.json] [--prompt-style reft|header]
+
+The student is prompted as it was trained when its directory records how
+(``prompt_settings.json``, written with every checkpoint), else with ReFT's prompt; the
+``--prompt-style``, ``--anti-hacking`` and token-limit flags override either.
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ import torch
 from tqdm.auto import tqdm
 
 from rlkd_fast.data import Problem, load_split
-from rlkd_fast.evaluate import sample_programs
+from rlkd_fast.evaluate import (
+    add_prompting_flags,
+    prompting_args,
+    resolve_prompting,
+    sample_programs,
+)
 from rlkd_fast.judges import Judge
 from rlkd_fast.rewards import prediction
 
@@ -147,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=200, help="questions with a pair")
     p.add_argument("--limit", type=int, default=None, help="look at most at K questions")
     p.add_argument("--samples", type=int, default=8, help="student samples per question")
-    p.add_argument("--max-new-tokens", type=int, default=300)
+    add_prompting_flags(p)
     p.add_argument("--batch-size", type=int, default=32, help="student rows per generate call")
     p.add_argument("--judge-batch-size", type=int, default=8)
     p.add_argument("--temperature", type=float, default=1.0)
@@ -157,20 +166,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (the weight loading's included)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
     from rlkd_fast.executor import PotExecutor
     from rlkd_fast.judges import LogLikelihoodScorer, RerankJudge, YoNJudge
     from rlkd_fast.models import load_causal_lm
 
+    try:
+        prompting, note = resolve_prompting(args.student, **prompting_args(args))
+    except ValueError as err:
+        parser.error(str(err))
+    print(note, file=sys.stderr)
+    if args.no_progress:
+        hf_logging.disable_progress_bar()
     torch.manual_seed(args.seed)
     judge_device = args.judge_device or args.device
     student, tokenizer = load_causal_lm(args.student, device=args.device)
-    problems = load_split(args.dataset, source=args.source, split=args.split)[:args.limit]
+    problems = load_split(args.dataset, source=args.source, split=args.split,
+                          source_option="--source PATH")[:args.limit]
     # delta=0: thresholding would tie every pair below it at 0.
     yon = YoNJudge.from_pretrained(args.judge, device=judge_device, delta=0.0,
                                    batch_size=args.judge_batch_size)
@@ -184,8 +205,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     with PotExecutor(workers=args.workers, timeout_s=args.timeout, conventions="reft") as ex:
         result = judge_quality(student, tokenizer, problems, judges, ex, n=args.n,
                                samples=args.samples, progress=not args.no_progress,
-                               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                               temperature=args.temperature)
+                               max_new_tokens=prompting["max_new_tokens"],
+                               batch_size=args.batch_size, temperature=args.temperature,
+                               prompt_style=prompting["prompt_style"],
+                               anti_hacking=prompting["anti_hacking"],
+                               max_prompt_length=prompting["max_prompt_tokens"])
     stats = result["collection"]
     print(f"{args.dataset}: {stats['pairs']} pairs from {stats['questions_seen']} questions")
     for name, r in result["judges"].items():
@@ -194,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"student": args.student, "judge": args.judge,
-                                              "dataset": args.dataset, **result}, indent=2))
+                                              "dataset": args.dataset, "prompting": prompting,
+                                              **result}, indent=2))
         print(f"results written to {args.out}", file=sys.stderr)
     return result
 

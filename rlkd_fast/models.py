@@ -20,6 +20,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from rlkd_fast.hub import missing_local_path
+
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` as given, else the current CUDA device when there is one, else the CPU."""
@@ -42,11 +44,20 @@ def attention_implementation(device: torch.device, dtype: torch.dtype) -> str:
     return "sdpa"
 
 
+def check_local(name_or_path: str | Path) -> None:
+    """FileNotFoundError when ``name_or_path`` is a local path (see :mod:`rlkd_fast.hub`) that
+    does not exist, instead of the hub's "Repo id must be in the form ..." error."""
+    message = missing_local_path(str(name_or_path), "model")
+    if message:
+        raise FileNotFoundError(message)
+
+
 def load_tokenizer(
     name_or_path: str | Path, padding_side: str = "left", **kwargs
 ) -> PreTrainedTokenizerBase:
     """A tokenizer with a pad token (the EOS token when the checkpoint has none) and the given
     padding side (left for generation and last-position scoring)."""
+    check_local(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -64,6 +75,7 @@ def _load(
     attn_implementation: str | None,
     **kwargs,
 ) -> PreTrainedModel:
+    check_local(name_or_path)
     dev = pick_device(device)
     dtype = dtype or default_dtype(dev)
     attn = attn_implementation or attention_implementation(dev, dtype)

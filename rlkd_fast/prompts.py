@@ -11,8 +11,10 @@ Formats follow ReFT (see ``PAPER_NOTES.md``):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 QUESTION_PROMPT = "Question:\n{question}\nAnswer reasoning:\n"
@@ -70,6 +72,49 @@ def student_prompt(question: str, style: str = "reft", anti_hacking: bool = Fals
     if style == "reft":
         return pot_prompt(question, primed=True, anti_hacking=anti_hacking)
     raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {style!r}")
+
+
+#: Written beside a saved student (``ckpt-*/policy/``): how it was prompted in training, so
+#: ``evaluate`` and ``judge_quality`` prompt it the same way unless told otherwise.
+PROMPT_SETTINGS_FILE = "prompt_settings.json"
+#: The settings it holds and their types (token counts may be null: no limit).
+PROMPT_SETTINGS = {"prompt_style": str, "anti_hacking": bool, "max_prompt_tokens": int,
+                   "max_new_tokens": int}
+
+
+def save_prompt_settings(directory: str | Path, prompt_style: str, anti_hacking: bool,
+                         max_prompt_tokens: int | None, max_new_tokens: int | None) -> Path:
+    """Write :data:`PROMPT_SETTINGS_FILE` into ``directory`` (a saved model's) and return it."""
+    if prompt_style not in PROMPT_STYLES:
+        raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
+    path = Path(directory) / PROMPT_SETTINGS_FILE
+    settings = {"prompt_style": prompt_style, "anti_hacking": bool(anti_hacking),
+                "max_prompt_tokens": max_prompt_tokens, "max_new_tokens": max_new_tokens}
+    path.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def load_prompt_settings(directory: str | Path) -> dict[str, Any] | None:
+    """The settings a saved model was trained with, or None when ``directory`` has no
+    :data:`PROMPT_SETTINGS_FILE` (a hub model, or one saved by other tools).
+
+    Raises ValueError naming the file when it is not a JSON object of the known settings with
+    the right types."""
+    path = Path(directory).expanduser() / PROMPT_SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON file ({e})") from None
+    if not isinstance(settings, dict) or set(settings) - set(PROMPT_SETTINGS):
+        raise ValueError(f"{path}: expected a JSON object with keys {sorted(PROMPT_SETTINGS)}")
+    for key, value in settings.items():
+        kind = PROMPT_SETTINGS[key]
+        ok = (value is None and kind is int) or (type(value) is kind)
+        if not ok or (key == "prompt_style" and value not in PROMPT_STYLES):
+            raise ValueError(f"{path}: bad {key}: {value!r}")
+    return settings
 
 
 def _header_end(program: str) -> int:

@@ -7,7 +7,7 @@ before batching so each batch pads little; the rows come back in the caller's or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -100,6 +100,7 @@ def generate(
     max_prompt_length: int | None = None,
     add_special_tokens: bool = False,
     progress: bool = False,
+    on_batch: Callable[[int], object] | None = None,
     **generate_kwargs,
 ) -> Rollout:
     """Generate ``num_samples`` responses per prompt with HF ``generate``.
@@ -117,6 +118,8 @@ def generate(
         add_special_tokens: let the tokenizer add its BOS etc. Off by default, as ReFT (and this
             project's SFT) tokenize prompts: the policy must see the prompts it was taught on.
         progress: show a progress bar over batches.
+        on_batch: called after each ``generate`` call with the number of rows it produced
+            (e.g. a caller's progress bar's ``update``).
         **generate_kwargs: passed on, e.g. ``cache_implementation="static"``, ``stop_strings``.
 
     Returns:
@@ -162,6 +165,8 @@ def generate(
                 resp = resp.repeat_interleave(num_samples, dim=0)
             for j, i in enumerate(batch):
                 pieces[i] = (encoded[i], resp[j * num_samples:(j + 1) * num_samples])
+            if on_batch is not None:
+                on_batch(len(batch) * num_samples)
     finally:
         if was_training and hasattr(model, "train"):
             model.train()

@@ -97,7 +97,8 @@ class Trainer:
         self.device = self.acc.device if cfg.device == "auto" or cpu else torch.device(cfg.device)
         self.main = self.acc.is_main_process
         self.out = Path(cfg.output_dir)
-        self.timers: dict[str, float] = defaultdict(float)
+        self.timers: dict[str, float] = defaultdict(float)  # whole-run seconds per phase
+        self.elapsed_before = 0.0  # wall seconds of the sessions before a resume
         torch.manual_seed(cfg.seed)  # identical initial weights (value head) on every rank
 
         self.data = bootstrap.load_data(cfg)
@@ -123,6 +124,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         resumed_from = self._maybe_resume() if cfg.resume else None
+        self.session_start = (self.state["rl_step"], self.state["sft_step"])
         self.log = MetricsLog(self.out, resume_step=self._global_step() if resumed_from else None) \
             if self.main else None
         if self.main:
@@ -167,12 +169,14 @@ class Trainer:
             opt.step()
             sched.step()
             self.state["sft_step"] += 1
-            self.timers["sft"] += time.time() - t
+            seconds = time.time() - t
+            self.timers["sft"] += seconds
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if self.main:
                 self.log.log(self._global_step(), {"stage": "sft", "sft/loss": loss.item(),
-                                                   "lr": sched.get_last_lr()[0]})
+                                                   "lr": sched.get_last_lr()[0],
+                                                   "time/sft": seconds})
             done = self.state["sft_step"] == total
             self.state["sft_done"] = done
             if done or (cfg.save_every and self.state["sft_step"] % (cfg.save_every * 5) == 0):
@@ -211,12 +215,16 @@ class Trainer:
                 t = time.time()
                 experiences, rollout_stats = self.make_experience()
                 rollout_stats["time/rollout"] = time.time() - t
+                # A rollout's phase times go on the first step it feeds, so each line's time/*
+                # are that step's seconds and they add up to the run's.
+                timing = {k: v for k, v in rollout_stats.items() if k.startswith("time/")}
                 for stats in self.update(ddp_policy, opt, experiences):
                     self.state["rl_step"] += 1
                     bar.update(1)
                     if self.main:
                         self.log.log(self._global_step(), {"stage": cfg.rl_stage,
-                                                           **rollout_stats, **stats})
+                                                           **rollout_stats, **timing, **stats})
+                    timing = dict.fromkeys(timing, 0.0)
                     if self.state["rl_step"] >= cfg.rl_steps:
                         break
                 bar.set_postfix({k.split("/")[-1]: f"{v:.2f}" for k, v in rollout_stats.items()
@@ -265,6 +273,7 @@ class Trainer:
         cfg = self.cfg
         k = cfg.grpo_group if cfg.rl_stage == "grpo" else 1
         stats: dict[str, float] = {}
+        before = dict(self.timers)
         batches = {}
         unlabeled_idx = None
         for source, _ in self._sources():
@@ -325,9 +334,9 @@ class Trainer:
                                                          for n in lines) / len(lines)
             stats[f"response/{source}_tokens"] = roll.response_mask.sum(1).float().mean().item()
             experiences.append(self._experience(source, roll, scores[source]))
-        for key in ("generate", "execute", "judge", "update"):
-            stats[f"time/{key}"] = self.timers[key]
-        stats["wall_seconds"] = time.time() - self.t0
+        for key in ("generate", "execute", "judge", "score"):  # this rollout's seconds
+            stats[f"time/{key}"] = self.timers[key] - before.get(key, 0.0)
+        stats["wall_seconds"] = self._elapsed()
         return experiences, stats
 
     def _correct(self, programs: list[str], answers: list[float | None]) -> float:
@@ -354,7 +363,7 @@ class Trainer:
                                             cfg.kl_coef, cfg.gamma, cfg.lam,
                                             cfg.whiten_advantages)
             exp = Experience(source, batch, scores, old, ref, adv, values, ret)
-        self.timers["update"] += time.time() - t
+        self.timers["score"] += time.time() - t
         return exp
 
     def update(self, ddp_policy, opt, experiences: list[Experience]):
@@ -385,7 +394,8 @@ class Trainer:
                     step_stats[f"{exp.source}/loss"] = loss.item()
                 grad_norm = self.acc.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
                 opt.step()
-                self.timers["update"] += time.time() - t
+                step_stats["time/update"] = time.time() - t
+                self.timers["update"] += step_stats["time/update"]
                 step_stats["grad_norm"] = float(grad_norm)
                 yield step_stats
         self.policy.eval()
@@ -416,9 +426,11 @@ class Trainer:
         self.acc.wait_for_everyone()
         if self.main:
             state = self.state | {"streams": {k: s.state() for k, s in self.streams.items()},
-                                  "timers": dict(self.timers), **(extra or {})}
+                                  "timers": dict(self.timers), "elapsed": self._elapsed(),
+                                  **(extra or {})}
             save_checkpoint(self.out, self._global_step(), self.policy, state,
-                            tokenizer=self.tokenizer)
+                            tokenizer=self.tokenizer,
+                            prompt_settings=bootstrap.prompt_settings(self.cfg))
         self.acc.wait_for_everyone()
 
     def _maybe_resume(self) -> str | None:
@@ -433,6 +445,7 @@ class Trainer:
         for name, s in state.pop("streams").items():
             self.streams[name].load(s)
         self.timers.update(state.pop("timers", {}))
+        self.elapsed_before = state.pop("elapsed", 0.0)
         restore_rng(state.pop("rng"))
         state.pop("step", None)
         self.state = state
@@ -440,27 +453,38 @@ class Trainer:
             print(f"resumed from {path}", file=sys.stderr)
         return str(path)
 
+    def _elapsed(self) -> float:
+        """Wall seconds of the whole run: the sessions before a resume (up to the checkpoint
+        each resumed from) and this one."""
+        return self.elapsed_before + time.time() - self.t0
+
     def _finish(self, final: float, resumed_from: str | None) -> dict[str, Any]:
+        session = {"wall_seconds": time.time() - self.t0,
+                   "steps": self.state["rl_step"] - self.session_start[0],
+                   "sft_steps": self.state["sft_step"] - self.session_start[1]}
         summary = {
             "initial_accuracy": self.state["initial_accuracy"],
             "final_accuracy": final,
-            "steps": self.state["rl_step"],
+            "steps": self.state["rl_step"],  # the whole run's, over every resume
             "sft_steps": self.state["sft_step"],
-            "wall_seconds": time.time() - self.t0,
+            "wall_seconds": self._elapsed(),
             "stages": self.cfg.stages,
             "coefficients": {"vr": self.cfg.coef_vr, "yon": self.cfg.coef_yon,
                              "rerank": self.cfg.coef_rerank},
             "eval_problems": len(self.data.test),
             "evals": self.state["evals"],
-            "time_split_seconds": dict(self.timers),
+            "time_split_seconds": dict(self.timers),  # whole-run totals per phase
             "resumed_from": resumed_from,
+            "this_session": session,
         }
         if self.main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
             plot_curves(self.log.records(), self.out)
             self.log.close()
+            resumed = (f" (this session: {session['steps']} RL steps, "
+                       f"{session['wall_seconds']:.0f} s)" if resumed_from else "")
             print(f"accuracy {summary['initial_accuracy']:.2%} -> {final:.2%} after "
-                  f"{summary['steps']} RL steps, {summary['wall_seconds']:.0f} s; "
+                  f"{summary['steps']} RL steps, {summary['wall_seconds']:.0f} s{resumed}; "
                   f"outputs in {self.out}", file=sys.stderr)
         if self.executor is not None:
             self.executor.close()

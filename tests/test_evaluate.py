@@ -195,3 +195,57 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert saved["results"]["gsm8k"]["n"] == 3 == results["gsm8k"]["n"]
     assert set(saved["results"]["gsm8k"]) >= {"greedy_acc", "vote_acc", "executed", "short_share"}
     assert "gsm8k" in capsys.readouterr().out
+
+
+def test_progress_bar_counts_programs_batch_by_batch(tokenizer, executor, monkeypatch):
+    """The bar moves after every generate call, not once per chunk of the whole data set."""
+    import rlkd_fast.evaluate as evaluation
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            self.total, self.updates = total, []
+            bars.append(self)
+
+        def update(self, n):
+            self.updates.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(evaluation, "tqdm", Bar)
+    model = ScriptedLM(tokenizer, SCRIPT)
+    evaluate(model, tokenizer, PROBLEMS, vote=4, executor=executor, batch_size=2, progress=True)
+    (bar,) = bars
+    # 5 greedy programs in calls of 2 rows, then 4 samples of one problem per call.
+    assert bar.total == 5 * (1 + 4) and sum(bar.updates) == bar.total
+    assert bar.updates == [2, 2, 1] + [4] * 5
+
+
+@pytest.fixture
+def hf_bars():
+    """Hugging Face's own bars on (another test may have switched them off), and back after."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    yield
+    hf_logging.enable_progress_bar()
+
+
+def test_no_progress_also_silences_the_weight_loading_bar(tmp_path, capsys, hf_bars):
+    rows = [{"question": q, "answer": f"#### {s['answer']}"} for q, s in SCRIPT.items()]
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = train_tokenizer(list(SCRIPT), vocab_size=300)
+    model_dir = save_tiny(tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2), tok,
+                          tmp_path / "student")
+    args = ["--model", str(model_dir), "--datasets", "gsm8k", "--source", f"gsm8k={data}",
+            "--limit", "2", "--max-new-tokens", "4", "--workers", "1", "--device", "cpu"]
+    capsys.readouterr()
+    main(args)
+    shown = capsys.readouterr().err
+    assert "Loading" in shown and "evaluate" in shown  # the bars this flag is about
+    main([*args, "--no-progress"])
+    quiet = capsys.readouterr().err
+    assert "Loading" not in quiet and "%|" not in quiet
