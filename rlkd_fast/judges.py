@@ -28,7 +28,7 @@ from rlkd_fast.prompts import (
     count_program_lines,
     judge_prompt,
 )
-from rlkd_fast.rollout import pad_rows
+from rlkd_fast.rollout import encode_bounded, pad_rows
 
 # The judge's context for the LL baseline: the judge template's part before the program.
 LL_TEMPLATE = "Question: {question}\nProposed solution:\n{program}"
@@ -98,13 +98,6 @@ def _batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
-
-
-def _token_ids(tokenizer, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
-    """Token ids per text (an empty list for no texts, which HF tokenizers reject)."""
-    if not texts:
-        return []
-    return tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
 
 
 def _trunk(model) -> torch.nn.Module | None:
@@ -248,9 +241,9 @@ class YoNJudge(Judge):
         # A rendered chat template carries its own BOS.
         chat = self.chat if self.chat is not None else bool(
             getattr(self.tokenizer, "chat_template", None))
-        ids = _token_ids(self.tokenizer, texts, add_special_tokens=not chat)
-        truncated = [len(r) > self.max_length for r in ids]
-        return [r[-self.max_length:] for r in ids], truncated
+        # Bounded: only about max_length tokens' worth of each prompt's end is tokenized.
+        return encode_bounded(self.tokenizer, texts, self.max_length, "last",
+                              add_special_tokens=not chat)
 
     @torch.no_grad()
     def score(self, questions: Sequence, programs: Sequence[str]) -> JudgeScores:
@@ -346,7 +339,7 @@ class RerankJudge(Judge):
         texts = [self.template.replace("{question}", q.strip()).replace("{program}", p)
                  for q, p in zip(qs, programs)]
         # As ReFT trained it: no special tokens, and long inputs lose the program's tail.
-        ids = [r[:self.max_length] for r in _token_ids(self.tokenizer, texts, False)]
+        ids, _ = encode_bounded(self.tokenizer, texts, self.max_length, "first")
         reward = torch.zeros(len(texts), dtype=torch.float32)
         device = model_device(self.model)
         for batch in _batches([len(r) for r in ids], self.batch_size):
@@ -397,8 +390,9 @@ class LogLikelihoodScorer(Judge):
     def _encode(self, question: str, program: str) -> tuple[list[int], int]:
         """(context + response ids, number of response ids), cut to ``max_length``."""
         context = self.template[: -len("{program}")].replace("{question}", question)
-        ctx = self.tokenizer(context)["input_ids"]
-        resp = self.tokenizer(program, add_special_tokens=False)["input_ids"]
+        # Bounded: neither part is tokenized beyond what the max_length cut keeps.
+        (ctx,), _ = encode_bounded(self.tokenizer, [context], self.max_length, "first", True)
+        (resp,), _ = encode_bounded(self.tokenizer, [program], self.max_length, "first")
         ids = (ctx + resp)[: self.max_length]
         return ids, max(0, len(ids) - len(ctx))
 

@@ -7,6 +7,7 @@ before batching so each batch pads little; the rows come back in the caller's or
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -64,6 +65,71 @@ def pad_rows(
     return ids, mask
 
 
+#: Characters per token assumed when sizing the first window of a long text (real tokenizers
+#: average 3-5; the window grows when the guess is short).
+_CHARS_PER_TOKEN = 8
+#: Tokens tokenized beyond the limit, dropped at the window's edge: the few tokens next to an
+#: artificial cut may merge differently from the whole text's.
+_MARGIN = 16
+_SPACE = re.compile(r"\s")
+
+
+def encode_bounded(
+    tokenizer, texts: Sequence[str], max_tokens: int | None, keep: str = "last",
+    add_special_tokens: bool = False,
+) -> tuple[list[list[int]], list[bool]]:
+    """Token ids of each text cut to its last (``keep="last"``) or first ``max_tokens`` tokens,
+    tokenizing only as much text as the cut keeps, and whether each text was cut.
+
+    A long text is tokenized from a window at the kept end (starting or ending at a space, so
+    words split as in the whole text) that grows until it yields ``max_tokens`` + a margin, so
+    the work and memory are bounded by the limit, not by the text: a 200 MB question costs what a
+    few KB do. The kept tokens are the whole text's (those near the window's edge, which could
+    merge differently, fall in the dropped margin). ``max_tokens=None`` keeps everything.
+    """
+    if keep not in ("last", "first"):
+        raise ValueError(f"keep must be 'last' or 'first', got {keep!r}")
+    if max_tokens is None:
+        ids = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"] \
+            if texts else []
+        return ids, [False] * len(ids)
+    window = _CHARS_PER_TOKEN * (max_tokens + _MARGIN)
+    short = [i for i, t in enumerate(texts) if len(t) <= window]
+    out: list[list[int]] = [[] for _ in texts]
+    if short:  # one batched call, as before, for the usual texts
+        encoded = tokenizer([texts[i] for i in short],
+                            add_special_tokens=add_special_tokens)["input_ids"]
+        for i, ids in zip(short, encoded):
+            out[i] = ids
+    for i in set(range(len(texts))) - set(short):
+        out[i] = _encode_window(tokenizer, texts[i], max_tokens, keep, add_special_tokens, window)
+    cut = [len(ids) > max_tokens for ids in out]
+    if max_tokens == 0:
+        return [[] for _ in out], cut
+    return [ids[-max_tokens:] if keep == "last" else ids[:max_tokens] for ids in out], cut
+
+
+def _encode_window(tokenizer, text: str, max_tokens: int, keep: str, add_special_tokens: bool,
+                   size: int) -> list[int]:
+    """Ids of a window of ``text`` at the kept end, grown until it holds more than
+    ``max_tokens`` + the margin tokens (or is the whole text)."""
+    while True:
+        if size >= len(text):
+            return tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+        if keep == "last":
+            start = len(text) - size
+            space = _SPACE.search(text, start, start + size // 2)
+            piece = text[space.start() if space else start:]
+        else:
+            spaces = [m.start() for m in _SPACE.finditer(text, size // 2, size)]
+            piece = text[:spaces[-1] if spaces else size]
+        ids = tokenizer(piece, add_special_tokens=add_special_tokens)["input_ids"]
+        if len(ids) > max_tokens + _MARGIN:
+            # One more token than kept, so the caller still sees that the text was cut.
+            return ids
+        size *= 4
+
+
 def _eos_ids(model, tokenizer) -> list[int]:
     gen = getattr(model, "generation_config", None)
     eos = getattr(gen, "eos_token_id", None) if gen is not None else None
@@ -114,7 +180,8 @@ def generate(
             decode greedily (then the ``num_samples`` rows of a prompt are copies).
         num_samples: rows per prompt, consecutive in the output.
         batch_size: rows (prompts x samples) per ``generate`` call.
-        max_prompt_length: keep only the last this-many prompt tokens.
+        max_prompt_length: keep only the last this-many prompt tokens (only about as much text
+            is tokenized; see :func:`encode_bounded`).
         add_special_tokens: let the tokenizer add its BOS etc. Off by default, as ReFT (and this
             project's SFT) tokenize prompts: the policy must see the prompts it was taught on.
         progress: show a progress bar over batches.
@@ -132,9 +199,9 @@ def generate(
     if not prompts:
         raise ValueError("no prompts to generate from")
     pad_id, eos_ids = int(tokenizer.pad_token_id), _eos_ids(model, tokenizer)
-    encoded = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
-    if max_prompt_length is not None:
-        encoded = [ids[-max_prompt_length:] for ids in encoded]
+    # Bounded by max_prompt_length: a huge prompt is not tokenized whole only to be cut.
+    encoded, _ = encode_bounded(tokenizer, prompts, max_prompt_length, "last",
+                                add_special_tokens)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     per_call = max(1, batch_size // num_samples) if do_sample else batch_size  # greedy: 1 row
     sample_kwargs = (

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from rlkd_fast.data import Problem
 from rlkd_fast.prompts import program_body
+from rlkd_fast.rollout import encode_bounded
 
 
 def sft_batch(tokenizer, problems: Sequence[Problem], prompt: Callable[[str], str],
@@ -18,16 +19,21 @@ def sft_batch(tokenizer, problems: Sequence[Problem], prompt: Callable[[str], st
     body + EOS; labels are -100 on the prompt and the padding.
 
     Prompt and body are tokenized separately, exactly as generation later sees them (the
-    prompt alone, then the model's continuation).
+    prompt alone, then the model's continuation); the prompt keeps its last
+    ``max_prompt_tokens`` tokens, the body its first ``max_new_tokens - 1``.
     """
     rows, labels = [], []
-    for p in problems:
-        if p.program is None:
-            raise ValueError(f"problem {p.id} has no program to learn from")
-        a = tokenizer(prompt(p.question), add_special_tokens=False).input_ids
-        a = a[-max_prompt_tokens:]
-        b = tokenizer(program_body(p.program), add_special_tokens=False).input_ids
-        b = b[:max_new_tokens - 1] + [tokenizer.eos_token_id]
+    missing = [p.id for p in problems if p.program is None]
+    if missing:
+        raise ValueError(f"problem {missing[0]} has no program to learn from")
+    # Bounded: only about as much text is tokenized as the cuts keep (a huge question costs
+    # what a short one does).
+    prompts, _ = encode_bounded(tokenizer, [prompt(p.question) for p in problems],
+                                max_prompt_tokens, "last")
+    bodies, _ = encode_bounded(tokenizer, [program_body(p.program) for p in problems],
+                               max_new_tokens - 1, "first")
+    for a, b in zip(prompts, bodies, strict=True):
+        b = b + [tokenizer.eos_token_id]
         rows.append(a + b)
         labels.append([-100] * len(a) + b)
     width = max(map(len, rows))

@@ -96,3 +96,23 @@ def test_bad_evaluation_set_stops_the_trainer_before_any_model_loads(tmp_path, m
     err = capsys.readouterr().err
     assert f"error: eval_dataset=gsm8k (eval_source={empty}, eval_split=test): no usable" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_local_model_path_says_so(tmp_path):
+    """Not Hugging Face's "Repo id must be in the form ..." error."""
+    from rlkd_fast.models import load_causal_lm
+
+    missing = tmp_path / "runs" / "default" / "ckpt-0000600" / "policy"
+    for name in (str(missing), "runs/default/ckpt-0000600/policy", "./policy", "~/nope/model"):
+        with pytest.raises(FileNotFoundError, match=r"local path .* does not exist"):
+            load_causal_lm(name, device="cpu")
+
+
+def test_evaluate_cli_names_a_missing_model_before_loading_anything(capsys):
+    from rlkd_fast import evaluate
+
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--model", "runs/default/ckpt-0000600/policy", "--datasets", "synthetic"])
+    assert exit_.value.code == 2
+    assert "--model: local path runs/default/ckpt-0000600/policy does not exist" in \
+        capsys.readouterr().err
