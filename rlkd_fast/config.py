@@ -428,9 +428,12 @@ def preflight_errors(cfg: TrainConfig) -> list[str]:
         value = getattr(cfg, name)
         if value and value.startswith("cuda"):
             errors += _cuda_errors(name, value)
-    for name in ("student", "judge", "reranker"):  # data paths: load_data, before any model
+    rl = cfg.rl_stage is not None
+    used = {"student": True, "judge": rl and cfg.coef_yon > 0,
+            "reranker": rl and cfg.coef_rerank > 0}
+    for name in used:  # the data's paths are checked by load_data, before any model loads
         value = getattr(cfg, name)
-        if value and value != "tiny":
+        if used[name] and value and value != "tiny":
             message = missing_local_path(value, f"{name}={value}")
             errors += [message] if message else []
     return errors

@@ -33,6 +33,7 @@ from rlkd_fast.evaluate import (
     resolve_prompting,
     sample_programs,
 )
+from rlkd_fast.hub import missing_local_path
 from rlkd_fast.judges import Judge
 from rlkd_fast.rewards import prediction
 
@@ -180,7 +181,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from rlkd_fast.judges import LogLikelihoodScorer, RerankJudge, YoNJudge
     from rlkd_fast.models import load_causal_lm
 
+    models = {"--student": args.student, "--judge": args.judge, "--reranker": args.reranker}
+    missing = [missing_local_path(v, k) for k, v in models.items() if v]
     try:
+        if any(missing):
+            raise ValueError("\n  ".join(m for m in missing if m))
         prompting, note = resolve_prompting(args.student, **prompting_args(args))
     except ValueError as err:
         parser.error(str(err))

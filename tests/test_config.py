@@ -211,3 +211,9 @@ def test_shipped_configs_describe_every_key_they_set():
     for path in SHIPPED.glob("*.yaml"):
         assert set(_read_yaml(path)) <= set(FIELDS), path
     assert TrainConfig.__doc__.count("=") >= len(FIELDS)  # help(TrainConfig) lists them too
+
+
+def test_models_the_run_does_not_use_are_not_checked(tmp_path):
+    cfg = parse_command_line([f"output_dir={tmp_path}", "judge=./nope", "coef_vr=1",
+                              "coef_yon=0"])
+    assert cfg.judge == "./nope"  # no judge in the loss: it is never loaded

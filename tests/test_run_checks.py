@@ -116,3 +116,13 @@ def test_evaluate_cli_names_a_missing_model_before_loading_anything(capsys):
     assert exit_.value.code == 2
     assert "--model: local path runs/default/ckpt-0000600/policy does not exist" in \
         capsys.readouterr().err
+
+
+def test_judge_quality_cli_names_missing_models(capsys):
+    from rlkd_fast import judge_quality
+
+    with pytest.raises(SystemExit):
+        judge_quality.main(["--student", "./student", "--judge", "runs/x/ckpt/policy"])
+    err = capsys.readouterr().err
+    assert "--student: local path ./student does not exist" in err
+    assert "--judge: local path runs/x/ckpt/policy does not exist" in err
