@@ -142,10 +142,15 @@ def test_experience_advantages_match_reft_reference():
 
 
 class _Tok:
+    """One id per character; a text or a list of texts, as Hugging Face tokenizers take."""
+
     pad_token_id, eos_token_id = 0, 1
 
     def __call__(self, text, add_special_tokens=False):
-        return type("E", (), {"input_ids": [2 + (ord(c) % 50) for c in text]})()
+        def ids(t: str) -> list[int]:
+            return [2 + (ord(c) % 50) for c in t]
+
+        return {"input_ids": [ids(t) for t in text] if isinstance(text, list) else ids(text)}
 
 
 def test_sft_batch_masks_the_prompt_and_ends_in_eos():
