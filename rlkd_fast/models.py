@@ -43,17 +43,40 @@ def attention_implementation(device: torch.device, dtype: torch.dtype) -> str:
 
 
 def load_tokenizer(
-    name_or_path: str | Path, padding_side: str = "left", **kwargs
+    name_or_path: str | Path, padding_side: str = "left", config=None, **kwargs
 ) -> PreTrainedTokenizerBase:
-    """A tokenizer with a pad token (the EOS token when the checkpoint has none) and the given
-    padding side (left for generation and last-position scoring)."""
+    """A tokenizer with an EOS and a pad token and the given padding side (left for generation
+    and last-position scoring).
+
+    A token the tokenizer does not name is taken from the model's ``config`` when given (its
+    ``eos_token_id`` / ``pad_token_id``: Galactica's tokenizer names neither, its config says
+    2 and 1); a missing pad token then falls back to the EOS token.
+
+    Raises:
+        ValueError: no pad token can be found (naming the checkpoint).
+    """
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    if config is not None:
+        _special_from_config(tokenizer, text_config(config))
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"tokenizer of {name_or_path} has neither a pad nor an EOS token")
+            raise ValueError(f"tokenizer of {name_or_path} has neither a pad nor an EOS token, "
+                             "and the model config names none")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
     return tokenizer
+
+
+def _special_from_config(tokenizer: PreTrainedTokenizerBase, config) -> None:
+    """Name the tokenizer's missing EOS / pad tokens after the ids the model config gives."""
+    for kind in ("eos", "pad"):
+        if getattr(tokenizer, f"{kind}_token") is not None:
+            continue
+        token_id = getattr(config, f"{kind}_token_id", None)
+        if isinstance(token_id, (list, tuple)):  # several EOS ids: the first one ends SFT rows
+            token_id = token_id[0] if token_id else None
+        if isinstance(token_id, int) and 0 <= token_id < len(tokenizer):
+            setattr(tokenizer, f"{kind}_token", tokenizer.convert_ids_to_tokens(token_id))
 
 
 def _load(
@@ -100,7 +123,7 @@ def load_causal_lm(
         **kwargs: passed to ``from_pretrained`` (e.g. ``revision``, ``trust_remote_code``).
     """
     model = _load(AutoModelForCausalLM, name_or_path, device, dtype, attn_implementation, **kwargs)
-    tokenizer = load_tokenizer(name_or_path, padding_side=padding_side)
+    tokenizer = load_tokenizer(name_or_path, padding_side=padding_side, config=model.config)
     _sync_pad(model, tokenizer)
     return model, tokenizer
 
@@ -122,7 +145,7 @@ def load_sequence_classifier(
         AutoModelForSequenceClassification, name_or_path, device, dtype, attn_implementation,
         **kwargs,
     )
-    tokenizer = load_tokenizer(name_or_path, padding_side=padding_side)
+    tokenizer = load_tokenizer(name_or_path, padding_side=padding_side, config=model.config)
     _sync_pad(model, tokenizer)
     return model, tokenizer
 
@@ -141,3 +164,12 @@ def model_device(model: torch.nn.Module) -> torch.device:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
         return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------- architecture
+def text_config(config):
+    """The config of a model's text part: ``get_text_config()`` of a composite config (Gemma-3's
+    image-text class keeps ``hidden_size``, ``vocab_size``, soft-capping there), else the config
+    itself."""
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
