@@ -21,7 +21,13 @@ from pathlib import Path
 import torch
 
 from rlkd_fast.kernels.yon_reward import yon_reward, yon_reward_from_hidden
-from rlkd_fast.models import load_causal_lm, load_sequence_classifier, model_device
+from rlkd_fast.models import (
+    fusable_trunk,
+    load_causal_lm,
+    load_sequence_classifier,
+    model_device,
+    output_head,
+)
 from rlkd_fast.prompts import (
     DEFAULT_JUDGE_TEMPLATE,
     RERANK_TEMPLATE,
@@ -105,22 +111,6 @@ def _token_ids(tokenizer, texts: list[str], add_special_tokens: bool = True) -> 
     if not texts:
         return []
     return tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
-
-
-def _trunk(model) -> torch.nn.Module | None:
-    """The model without its LM head (``None`` when it has no separate trunk)."""
-    trunk = getattr(model, "base_model", None)
-    return trunk if trunk is not None and trunk is not model else None
-
-
-def _reshapes_logits(model) -> bool:
-    """True for heads that transform logits after the matmul (Gemma's soft-capping, Cohere's
-    scale): the hidden-state kernel cannot reproduce those, so the judge uses logits."""
-    config = model.config
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return bool(getattr(config, "final_logit_softcapping", None)) or (
-        getattr(config, "logit_scale", None) not in (None, 1, 1.0)
-    )
 
 
 def _hidden_states(trunk, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -224,7 +214,9 @@ class YoNJudge(Judge):
             raise ValueError(f"token ids {sorted(both)} spell both a Yes and a No word")
         self.tau, self.delta, self.min_lines = float(tau), float(delta), int(min_lines)
         self.batch_size, self.max_length, self.with_mass = batch_size, max_length, with_mass
-        self._trunk = None if _reshapes_logits(model) else _trunk(model)
+        # None: the model does more than a matmul after its trunk (Gemma-2's soft-capping),
+        # so the reward is read from its own last-position logits instead of the fused kernel.
+        self._trunk = fusable_trunk(self.model)
 
     @classmethod
     def from_pretrained(
@@ -290,7 +282,7 @@ class YoNJudge(Judge):
                               with_mass=self.with_mass)
         else:
             hidden = _hidden_states(self._trunk, ids, mask)[:, -1]
-            head = self.model.get_output_embeddings()
+            head = output_head(self.model)
             r, m = yon_reward_from_hidden(
                 hidden, head.weight, yes, no, tau=self.tau, delta=self.delta,
                 bias=getattr(head, "bias", None), with_mass=self.with_mass,
@@ -382,6 +374,7 @@ class LogLikelihoodScorer(Judge):
         self.model.eval()
         self.tokenizer, self.template = tokenizer, template
         self.batch_size, self.max_length, self.chunk = batch_size, max_length, chunk
+        self._trunk = fusable_trunk(self.model)  # None: log-probs from the model's own logits
 
     @classmethod
     def from_pretrained(
@@ -422,8 +415,8 @@ class LogLikelihoodScorer(Judge):
         for i, (r, n_resp) in enumerate(rows):
             target[i, max(1, len(r) - n_resp):len(r)] = True  # token 0 has no predictor
         predict = torch.cat([target[:, 1:], torch.zeros_like(target[:, :1])], dim=1)
-        trunk = _trunk(self.model)
-        if trunk is None or _reshapes_logits(self.model):
+        trunk = self._trunk
+        if trunk is None:
             logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
             flat = logits[predict].float().log_softmax(-1)
             token_lp = flat.gather(-1, ids[target][:, None])[:, 0]
@@ -438,7 +431,7 @@ class LogLikelihoodScorer(Judge):
 
     def _token_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """[M] fp32 log p(target) from [M, H] hidden states, ``chunk`` rows at a time."""
-        head = self.model.get_output_embeddings()
+        head = output_head(self.model)
         out = []
         for start in range(0, hidden.shape[0], self.chunk):
             logits = head(hidden[start:start + self.chunk]).float()

@@ -12,6 +12,7 @@ import importlib.util
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -173,3 +174,73 @@ def text_config(config):
     itself."""
     get = getattr(config, "get_text_config", None)
     return get() if callable(get) else config
+
+
+def output_head(model: nn.Module) -> nn.Module:
+    """The LM head (``get_output_embeddings()``) of a causal LM.
+
+    Raises:
+        ValueError: the model has none (naming its class).
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head)")
+    return head
+
+
+def head_width(model: nn.Module) -> int:
+    """Width of the hidden states the LM head reads: what the trunk returns, which is not
+    ``config.hidden_size`` everywhere (OPT-350m projects 1024 down to 512 before its head)."""
+    head = output_head(model)
+    weight = getattr(head, "weight", None)
+    if weight is not None and weight.dim() == 2:
+        return int(weight.shape[1])
+    return int(text_config(model.config).hidden_size)
+
+
+def lm_trunk(model: nn.Module) -> nn.Module | None:
+    """The module whose last hidden state feeds the LM head: the language model of a composite
+    model (``get_decoder()``), the base model otherwise; None when there is no separate one."""
+    get = getattr(model, "get_decoder", None)
+    trunk = get() if callable(get) else getattr(model, "base_model", None)
+    return trunk if trunk is not None and trunk is not model else None
+
+
+def _known_logit_transform(model: nn.Module) -> bool:
+    """Config fields of heads that change the logits after the matmul: soft-capping (Gemma-2,
+    PaliGemma), Cohere's ``logit_scale``, Granite's ``logits_scaling``."""
+    config = text_config(model.config)
+    scale = getattr(config, "logit_scale", None)
+    scaling = getattr(config, "logits_scaling", None)
+    return bool(getattr(config, "final_logit_softcapping", None)) or (
+        scale not in (None, 1, 1.0)) or (scaling not in (None, 1, 1.0))
+
+
+@torch.no_grad()
+def fusable_trunk(model: nn.Module, probe_tokens: int = 8) -> nn.Module | None:
+    """The trunk when ``model``'s logits are exactly its LM head applied to the trunk's last
+    hidden state, so a caller may apply the head itself (fused with a reduction, or only on the
+    rows it needs); None when the model does more after the head.
+
+    Known transforms are read from the config; anything else shows on a probe: one forward of
+    ``probe_tokens`` tokens compares the model's logits with ``head(trunk(ids))``.
+    """
+    trunk = lm_trunk(model)
+    if trunk is None or _known_logit_transform(model):
+        return None
+    head = output_head(model)
+    vocab = int(getattr(head, "out_features", 0) or text_config(model.config).vocab_size)
+    ids = (torch.arange(probe_tokens) % vocab)[None].to(model_device(model))
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(input_ids=ids, use_cache=False).logits.float()
+        out = trunk(input_ids=ids, use_cache=False)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        mine = head(hidden).float()
+    finally:
+        model.train(was_training)
+    if mine.shape != logits.shape:
+        return None
+    tol = 1e-3 * max(1.0, logits.abs().max().item())
+    return trunk if (mine - logits).abs().max().item() <= tol else None
