@@ -244,3 +244,40 @@ def fusable_trunk(model: nn.Module, probe_tokens: int = 8) -> nn.Module | None:
         return None
     tol = 1e-3 * max(1.0, logits.abs().max().item())
     return trunk if (mine - logits).abs().max().item() <= tol else None
+
+
+def disable_dropout(model: nn.Module) -> list[str]:
+    """Set every dropout rate of ``model`` to 0, for RL (as TRL, OpenRLHF and verl do): then a
+    forward in train mode equals one in eval mode, so the first minibatch's ratio to the
+    rollout's log-probs is exactly 1 and its KL to an identical reference exactly 0.
+
+    HF models keep rates in three places, all set here: ``nn.Dropout`` modules (GPT-2), float
+    attributes that functional dropout reads (OPT's ``self.dropout``, ``layerdrop``, attention
+    ``dropout=self.attention_dropout if self.training``), and config fields (``dropout``,
+    ``attn_pdrop``, ... of the config and its sub-configs), which some code reads at forward
+    time. Returns the names of what was changed (empty when nothing had dropout).
+    """
+    changed = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            module.p = 0.0
+            changed.append(f"{name}.p")
+        for attr, value in list(vars(module).items()):
+            if "drop" in attr.lower() and isinstance(value, float) and value > 0:
+                setattr(module, attr, 0.0)
+                changed.append(f"{name}.{attr}")
+    config = getattr(model, "config", None)
+    if config is not None:
+        changed += _zero_config_dropout(config, "config")
+    return changed
+
+
+def _zero_config_dropout(config, prefix: str) -> list[str]:
+    changed = []
+    for key, value in list(vars(config).items()):
+        if "drop" in key.lower() and isinstance(value, float) and value > 0:
+            setattr(config, key, 0.0)
+            changed.append(f"{prefix}.{key}")
+        elif hasattr(value, "to_dict") and hasattr(value, "model_type"):  # a sub-config
+            changed += _zero_config_dropout(value, f"{prefix}.{key}")
+    return changed
