@@ -124,42 +124,77 @@ def _hidden_states(trunk, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
-def resolve_token_ids(tokenizer, words: Sequence[str | int]) -> list[int]:
-    """Token ids that spell ``words``, each with and without a leading space.
+def resolve_token_ids(
+    tokenizer, words: Sequence[str | int], ignore_case: bool = True
+) -> list[int]:
+    """Ids of every single token that spells one of ``words``: every vocabulary entry whose
+    decoded text, stripped of surrounding whitespace, is the word.
 
-    Every spelling must be exactly one token (a leading piece that is only whitespace, as
-    SentencePiece emits for " Yes", is dropped); ints are taken as ids as they are.
+    That takes in the bare form and each leading-space form a vocabulary has ("Yes", byte-level
+    "ĠYes", SentencePiece "▁Yes"). The bare form matters after a chat prompt that ends in a
+    newline, where a judge writes "Yes" without a space; SentencePiece tokenizers encode both
+    "Yes" and " Yes" as "▁Yes", so encoding the word would never find it. Whole words only
+    ("Yesterday" never counts), special tokens never count.
+
+    With ``ignore_case`` (the default) "yes" and "YES" count for "Yes": a judge that answers in
+    another case has still answered, and a side's probability then holds all of it. Pass
+    ``ignore_case=False`` for answer words whose case carries meaning.
+
+    Args:
+        tokenizer: an HF tokenizer.
+        words: answer words, or token ids (taken as they are).
+        ignore_case: compare case-insensitively.
+
+    Returns:
+        The ids in the order found (words in order, then vocabulary order), without repeats.
 
     Raises:
-        ValueError: a spelling splits into several tokens (naming the pieces).
+        ValueError: an empty word, an id outside the vocabulary, or a word that no single token
+            spells (naming the tokens the tokenizer splits it into).
     """
+    fold = str.casefold if ignore_case else (lambda text: text)
+    spelled: dict[str, list[int]] | None = None
     ids: list[int] = []
     for word in words:
         if isinstance(word, int):
             if not 0 <= word < len(tokenizer):
                 raise ValueError(f"token id {word} is outside the vocabulary (size "
                                  f"{len(tokenizer)})")
-            spelled = [word]
+            found = [word]
         else:
             if not word.strip():
                 raise ValueError("judge answer words must not be empty")
-            spelled = [_single_token(tokenizer, v) for v in (word.strip(), " " + word.strip())]
-        ids.extend(i for i in spelled if i not in ids)
+            if spelled is None:  # one pass over the vocabulary serves every word
+                spelled = _single_token_spellings(tokenizer, fold)
+            found = spelled.get(fold(word.strip()), [])
+            if not found:
+                pieces = tokenizer.encode(word.strip(), add_special_tokens=False)
+                shown = tokenizer.convert_ids_to_tokens(pieces)
+                raise ValueError(
+                    f"no single token of the judge's tokenizer spells {word.strip()!r} (it "
+                    f"splits it as {len(pieces)} tokens {shown}); the YoN reward reads one "
+                    "next-token logit per answer word, so pick words that are single tokens "
+                    "in this vocabulary or pass their token ids")
+        ids.extend(i for i in found if i not in ids)
     return ids
 
 
-def _single_token(tokenizer, text: str) -> int:
-    pieces = tokenizer.encode(text, add_special_tokens=False)
-    while len(pieces) > 1 and not tokenizer.decode(pieces[:1]).strip():
-        pieces = pieces[1:]
-    if len(pieces) != 1:
-        shown = tokenizer.convert_ids_to_tokens(pieces)
-        raise ValueError(
-            f"the judge's tokenizer spells {text!r} as {len(pieces)} tokens {shown}; the YoN "
-            "reward reads one next-token logit per answer word, so pick words that are single "
-            "tokens in this vocabulary or pass their token ids"
-        )
-    return int(pieces[0])
+def _single_token_spellings(tokenizer, fold) -> dict[str, list[int]]:
+    """``{folded stripped text: [ids]}`` over the whole vocabulary, special tokens left out."""
+    n = len(tokenizer)
+    rows = [[i] for i in range(n)]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the Rust decoder: ~5x faster than batch_decode on 150k entries
+        texts = backend.decode_batch(rows, skip_special_tokens=False)
+    else:
+        texts = tokenizer.batch_decode(rows, skip_special_tokens=False)
+    special = set(tokenizer.all_special_ids)
+    out: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        key = fold(text.strip())
+        if key and i not in special:
+            out.setdefault(key, []).append(i)
+    return out
 
 
 class YoNJudge(Judge):
@@ -171,8 +206,9 @@ class YoNJudge(Judge):
         tokenizer: its tokenizer.
         template: judge prompt with ``{question}`` and ``{program}``; chat tokenizers get their
             chat template with thinking disabled (``chat`` forces or skips it).
-        yes, no: answer words (or token ids) per side; each word with and without a leading
-            space; a side's logits combine by logsumexp.
+        yes, no: answer words (or token ids) per side; every single token that spells a word
+            counts, bare or with a leading space, in any case (:func:`resolve_token_ids`); a
+            side's logits combine by logsumexp.
         tau, delta: temperature and threshold of Eq. 2.
         min_lines: programs with fewer statement lines get reward 0 without being judged
             (anti-hacking, App. B.3).
