@@ -238,6 +238,8 @@ def fusable_trunk(model: nn.Module, probe_tokens: int = 8) -> nn.Module | None:
         out = trunk(input_ids=ids, use_cache=False)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         mine = head(hidden).float()
+    except TypeError:  # a trunk that cannot be called on its own: use the model's logits
+        return None
     finally:
         model.train(was_training)
     if mine.shape != logits.shape:

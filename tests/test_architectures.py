@@ -23,7 +23,12 @@ from arch_zoo import JUDGES, STUDENTS, Zoo
 
 from rlkd_fast.judges import RerankJudge, YoNJudge, resolve_token_ids
 from rlkd_fast.kernels import token_logprobs
-from rlkd_fast.models import disable_dropout, load_causal_lm, load_sequence_classifier
+from rlkd_fast.models import (
+    disable_dropout,
+    fusable_trunk,
+    load_causal_lm,
+    load_sequence_classifier,
+)
 from rlkd_fast.policy import PolicyWithValue, SequenceBatch
 from rlkd_fast.ppo import Experience, minibatch_loss, score_tokens
 from rlkd_fast.prompts import program_header
@@ -150,7 +155,7 @@ def test_first_minibatch_ratio_one_and_kl_zero_with_dropout_in_the_config(zoo, n
                            if isinstance(p, torch.nn.modules.dropout._DropoutNd))
     stats = _first_minibatch_stats(policy, frozen_copy(policy), batch, rl)
     assert stats["approx_kl"] == 0.0
-    assert stats["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert stats["ratio_mean"] == 1.0
     assert stats["clip_frac"] == 0.0
     if rl == "grpo":
         assert stats["kl"] == 0.0
@@ -182,6 +187,35 @@ def test_value_head_width_follows_what_the_head_reads(zoo, name):
     assert policy.value_head.in_features == width
     hidden = model.config.get_text_config().hidden_size
     assert (width != hidden) == (name == "opt350")  # OPT-350m projects 32 -> 16 here
+
+
+@pytest.mark.parametrize("name", STUDENTS + HEADS)
+def test_fused_head_path_only_where_it_reproduces_the_logits(zoo, name):
+    """Judges apply the LM head to the trunk's hidden states themselves (fused kernels) only
+    where that gives the model's own logits."""
+    model, _ = load_student(zoo, name)
+    assert (fusable_trunk(model) is None) == (name in HEADS)
+
+
+def test_an_unknown_logit_transform_is_caught_by_the_probe(zoo):
+    """A head transform no config field announces still shows on the load-time probe, and the
+    judge then scores from the model's own logits."""
+    model, tok = load_causal_lm(zoo.path("llama31_judge"), device="cpu")
+    forward = model.forward
+
+    def scaled(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits = 3.0 * out.logits
+        return out
+
+    model.forward = scaled
+    assert fusable_trunk(model) is None
+    judge = YoNJudge(model, tok, delta=0.0)
+    ids, _ = judge._encode(judge.prompts(QUESTIONS[:1], PROGRAMS[:1]))
+    s, mass = _reference_yon(model, tok, ids[0], judge.yes_ids, judge.no_ids)
+    got = judge.score(QUESTIONS[:1], PROGRAMS[:1])
+    assert got.reward[0].item() == pytest.approx(s, abs=1e-5)
+    assert got.extras["mass"][0].item() == pytest.approx(mass, abs=1e-5)
 
 
 # --------------------------------------------------------------------------- judges
@@ -304,7 +338,7 @@ def test_train_entry_point(zoo, tmp_path, student, stage, judge, reranker):
         # Dropout off (Galactica, OPT-350m, GPT-2 and Phi have it in their configs): before
         # the first optimizer step the policy is the one that sampled.
         assert rl[0][f"{source}/approx_kl"] == 0.0, source
-        assert rl[0][f"{source}/ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+        assert rl[0][f"{source}/ratio_mean"] == 1.0
         assert (f"{source}/value_loss" in rl[0]) == (stage == "ppo")
         if stage == "grpo":  # the KL to the reference, an identical copy at the first step
             assert rl[0][f"{source}/kl"] == 0.0
