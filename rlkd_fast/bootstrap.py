@@ -44,7 +44,7 @@ def _take(problems, limit: int) -> list[Problem]:
 def load_data(cfg: TrainConfig) -> RunData:
     """The labeled, unlabeled and held-out problems of the run, checked for what each needs."""
     def split(name, source, split_name, limit, fraction=1.0):
-        size = {"size": limit} if name == "synthetic" and limit else {}
+        size = {"size": limit} if name.split(":")[0] == "synthetic" and limit else {}
         return _take(load_split(name, source, split=split_name, fraction=fraction,
                                 seed=cfg.seed, **size), limit)
 

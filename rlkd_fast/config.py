@@ -103,6 +103,10 @@ class TrainConfig:
     top_k: int = 0
     top_p: float = 1.0
     entropy_coef: float = 0.0
+    # Dropout off in the RL stage (as TRL, OpenRLHF and verl do): rollouts are scored in eval
+    # mode, so with dropout on (Galactica, GPT-2: 0.1) the first minibatch's ratio is not 1 nor
+    # its KL 0. RL checkpoints then record dropout 0 in their config.
+    disable_dropout: bool = True
 
     # --- judge -------------------------------------------------------------------------------
     judge_template: str | None = None  # None: the default judge prompt
