@@ -26,6 +26,14 @@ except ImportError:  # pragma: no cover - exercised only where triton is absent
 BACKENDS = ("auto", "triton", "torch")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+# Upper bound on a log-ratio before it is exponentiated (the PPO ratio, the k3 KL estimator):
+# exp overflows fp32 above ~88.7, and the resulting inf turns into NaN as soon as it is
+# multiplied by 0 (a zero advantage, a zero coefficient, an unselected branch's gradient).
+# exp(20) ~ 4.9e8 keeps -A * ratio finite for any sane advantage. Beyond the bound the
+# exponentiated value is constant (zero gradient), as with torch.clamp; verl bounds at +-20 too.
+# Only the top is bounded: exp of a very negative log-ratio underflows to 0, which is harmless.
+LOG_RATIO_MAX = 20.0
+
 
 def interpreting() -> bool:
     """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""

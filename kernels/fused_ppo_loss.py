@@ -1,14 +1,26 @@
 """Clipped PPO / GRPO loss straight from the logits, with the logits' gradient in the same pass.
 
 Per valid token (``mask != 0``), with ``logp = log_softmax(logits / T)[id]`` and
-``ratio = exp(logp - old_logprobs)``:
+``ratio = exp(min(logp - old_logprobs, 20))``:
 
     pg      = max(-A * ratio, -A * clamp(ratio, 1 - clip, 1 + clip_high))
               (dual clip, A < 0: pg = min(pg, -A * dual_clip))
     kl      = logp - ref                               (k1)
-            = exp(ref - logp) - (ref - logp) - 1       (k3)
-    entropy = -sum_v p_v log p_v
+            = exp(d) - d - 1,  d = min(ref - logp, 20) (k3)
+    entropy = -sum_v p_v log p_v                       (0 log 0 = 0: -inf logits add nothing)
     loss_t  = pg + kl_coef * kl - entropy_coef * entropy
+
+A zero coefficient leaves its term out of the loss and the gradient altogether (0 * inf would be
+NaN); the ``kl`` and ``entropy`` stats are still reported.
+
+Both exponentiated log-ratios are bounded at ``LOG_RATIO_MAX`` = 20 (``_common``), since exp
+overflows fp32 above ~88.7 and inf turns into NaN when multiplied by 0 (A = 0 in a GRPO group
+with equal rewards). Beyond the bound the value is flat (zero gradient). The policy term is
+therefore exact for every log-ratio where its selected branch needs no ratio above e^20 (A = 0;
+A > 0, clipped at 1 + clip_high; A < 0 under a dual clip, capped at -A * dual_clip) and bounded
+at -A e^20 with zero gradient only for A < 0 without a dual clip; k3 is exact up to
+ref - logp = 20 and e^20 - 21 with zero gradient beyond (k1 needs no bound). ``ratio_mean``
+reports the bounded ratio, ``approx_kl`` the unbounded log-ratio; a NaN log-prob stays NaN.
 
 reduced by ``"token-mean"`` (mean over all valid tokens) or ``"seq-mean-token-mean"`` (mean over
 each sequence's valid tokens, then over the sequences that have any; ReFT's). Sequences with no
@@ -25,7 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, as_mask, check_tensor, custom_op
+from ._common import HAS_TRITON, LOG_RATIO_MAX, as_mask, check_tensor, custom_op
 from .token_logprobs import (
     LN2,
     LOG2E,
@@ -62,6 +74,7 @@ if HAS_TRITON:
 
     _LN2 = tl.constexpr(LN2)
     _N_STATS = tl.constexpr(N_STATS)
+    _LOG_RATIO_MAX = tl.constexpr(LOG_RATIO_MAX)
 
     @triton.jit
     def _fused_ppo_fwd_kernel(
@@ -71,7 +84,8 @@ if HAS_TRITON:
         N, T, V, stride_b, stride_t, k, inv_temp,
         clip_lo, clip_hi, dual_clip, kl_coef, ent_coef,
         ADV_PER_SEQ: tl.constexpr, HAS_REF: tl.constexpr, KL_K3: tl.constexpr,
-        HAS_DUAL: tl.constexpr, HAS_ENT: tl.constexpr, WRITE_GRAD: tl.constexpr,
+        HAS_KL: tl.constexpr, HAS_DUAL: tl.constexpr, HAS_ENT: tl.constexpr,
+        WRITE_GRAD: tl.constexpr,
         SUB: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
     ):
         rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -98,7 +112,10 @@ if HAS_TRITON:
             logp = tl.where(valid, (x_id * k - lse2) * _LN2, old)
             adv_idx = rows // T if ADV_PER_SEQ else rows
             adv = tl.load(adv_ptr + adv_idx, mask=row_ok, other=0.0)
-            ratio = tl.exp(logp - old)
+            # bounded (module docstring); NaN stays NaN, so corrupt log-probs still show
+            bounded = logp - old > _LOG_RATIO_MAX
+            ratio = tl.exp(tl.minimum(logp - old, _LOG_RATIO_MAX,
+                                      propagate_nan=tl.PropagateNan.ALL))
             pg1 = -adv * ratio
             pg2 = -adv * tl.minimum(tl.maximum(ratio, clip_lo), clip_hi)
             clipped = pg2 > pg1
@@ -108,16 +125,17 @@ if HAS_TRITON:
                 cap = -adv * dual_clip
                 dual = (adv < 0) & (pg > cap)
                 pg = tl.where(dual, cap, pg)
-            # d(-A ratio)/dlogp = -A ratio; 0 once clipped or capped
-            dpg = tl.where(clipped | dual, 0.0, pg1)
+            # d(-A ratio)/dlogp = -A ratio; 0 once clipped, capped or bounded
+            dpg = tl.where(clipped | dual | bounded, 0.0, pg1)
 
             if HAS_REF:
                 ref = tl.load(ref_ptr + rows, mask=row_ok, other=0.0)
                 d = ref - logp
-                if KL_K3:
-                    ed = tl.exp(d)
-                    kl = ed - d - 1.0
-                    dkl = 1.0 - ed
+                if KL_K3:  # bounded as the ratio is
+                    dc = tl.minimum(d, _LOG_RATIO_MAX, propagate_nan=tl.PropagateNan.ALL)
+                    ed = tl.exp(dc)
+                    kl = ed - dc - 1.0
+                    dkl = tl.where(d > _LOG_RATIO_MAX, 0.0, 1.0 - ed)
                 else:
                     kl = -d
                     dkl = tl.full([BLOCK_R], 1.0, tl.float32)
@@ -126,13 +144,20 @@ if HAS_TRITON:
                 dkl = tl.zeros([BLOCK_R], tl.float32)
 
             # grad_x = a * onehot - p * (c0 + bx * x), see _write_grad; the entropy term is
-            # dH/dz = -p (log p + H), z = x / T
+            # dH/dz = -p (log p + H), z = x / T. A zero coefficient's term is left out.
             if WRITE_GRAD:
-                a = tl.where(valid, w * (dpg + kl_coef * dkl) * inv_temp, 0.0)
-                e = w * ent_coef * inv_temp
-                c0 = a + e * (lse2 * _LN2 - ent)
+                dlogp = dpg
+                if HAS_KL:
+                    dlogp += kl_coef * dkl
+                a = tl.where(valid, w * dlogp * inv_temp, 0.0)
+                c0 = a
+                bx = a  # unused without the entropy term
+                if HAS_ENT:
+                    e = w * ent_coef * inv_temp
+                    c0 = a + e * (lse2 * _LN2 - ent)
+                    bx = -e * inv_temp
                 _write_grad(logits_ptr, grad_ptr, src, dst, ids, x_id, row_ok, V, k, lse2, a,
-                            c0, -e * inv_temp, HAS_ENT, BLOCK_R, BLOCK_V)
+                            c0, bx, HAS_ENT, BLOCK_R, BLOCK_V)
 
             tl.store(logp_ptr + rows, tl.where(valid, logp, 0.0), mask=row_ok)
             tl.store(stats_ptr + rows, tl.where(valid, pg, 0.0), mask=row_ok)
@@ -178,11 +203,11 @@ def _fused_op(
         logp, per_token, N, T, V, sb, st, LOG2E / temperature, 1.0 / temperature,
         clip_low, clip_high, dual_clip, kl_coef, entropy_coef,
         ADV_PER_SEQ=advantages.dim() == 1, HAS_REF=ref_logprobs is not None, KL_K3=kl_k3,
-        HAS_DUAL=dual_clip > 0, HAS_ENT=entropy_coef != 0, WRITE_GRAD=need_grad,
-        SUB=warp_width(x),
+        HAS_KL=ref_logprobs is not None and kl_coef != 0, HAS_DUAL=dual_clip > 0,
+        HAS_ENT=entropy_coef != 0, WRITE_GRAD=need_grad, SUB=warp_width(x),
     )
     stats = per_token @ weights.reshape(N).float()
-    loss = stats[0] + kl_coef * stats[1] - entropy_coef * stats[2]
+    loss = _combine(stats[0], stats[1], stats[2], kl_coef, entropy_coef)
     if check_ids:  # last (the kernel never reads out of bounds): the sync overlaps the kernels
         check_ids_in_vocab(ids, V, where=weights)
     return loss, stats, logp, grad
@@ -215,6 +240,18 @@ _fused_op.register_autograd(_backward, setup_context=_setup_context)
 # ----------------------------------------------------------------------------------------------
 # Public functions
 # ----------------------------------------------------------------------------------------------
+def _combine(pg: torch.Tensor, kl: torch.Tensor, entropy: torch.Tensor, kl_coef: float,
+             entropy_coef: float) -> torch.Tensor:
+    """``pg + kl_coef * kl - entropy_coef * entropy`` without the terms whose coefficient is 0
+    (0 * inf would be NaN); a new tensor, never a view of ``pg``."""
+    loss = pg.clone()
+    if kl_coef != 0:
+        loss = loss + kl_coef * kl
+    if entropy_coef != 0:
+        loss = loss - entropy_coef * entropy
+    return loss
+
+
 def loss_weights(mask: torch.Tensor, reduction: str) -> torch.Tensor:
     """Per-token weights [B,T] f32 of the reduction over ``mask`` [B,T] f32 0/1 (sum to 1,
     or to 0 for an all-masked batch)."""
@@ -289,11 +326,14 @@ def fused_ppo_loss(
         advantages: [B, T] per token (PPO) or [B] per sequence (GRPO), float.
         mask: [B, T] bool/int/float (nonzero = valid token) or None (all valid).
         ref_logprobs: [B, T] float reference-model log-probs, or None (needed if kl_coef != 0).
-        kl_coef: weight of the KL-to-reference term; kl_estimator: "k3" or "k1".
-        clip, clip_high: the ratio is clipped to [1 - clip, 1 + clip_high]; clip_high defaults
-            to clip. dual_clip: > 1, caps the loss of negative-advantage tokens at
-            ``-dual_clip * A``; None for none.
-        entropy_coef: weight of the entropy bonus (subtracted from the loss).
+        kl_coef: weight (>= 0) of the KL-to-reference term; 0 leaves the term out of the loss
+            and the gradient (the ``kl`` stat is still reported when ``ref_logprobs`` is given).
+            kl_estimator: "k3" (its log-ratio bounded at 20, see the module docstring) or "k1".
+        clip, clip_high: the ratio ``exp(min(logp - old_logprobs, 20))`` is clipped to
+            [1 - clip, 1 + clip_high]; clip_high defaults to clip. dual_clip: > 1, caps the loss
+            of negative-advantage tokens at ``-dual_clip * A``; None for none.
+        entropy_coef: weight (>= 0) of the entropy bonus (subtracted from the loss); 0 leaves
+            it out of the loss and the gradient (the ``entropy`` stat is still reported).
         temperature: > 0; the logits are divided by it.
         reduction: "seq-mean-token-mean" (ReFT's) or "token-mean".
         check_ids: verify the ids at valid positions (one device-to-host sync).
@@ -354,7 +394,10 @@ def fused_ppo_loss_reference(
     valid = m != 0
     safe_ids = torch.where(valid, ids.long(), 0)  # ids at masked positions may be anything
     logp = logp_all.gather(-1, safe_ids.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    p = logp_all.exp()
+    # 0 log 0 = 0: -inf logits (a masked, padded vocabulary) have p = 0 and add nothing, where
+    # p * logp would be 0 * -inf = NaN (and so would its gradient)
+    entropy = -(p * logp_all.masked_fill(p == 0, 0)).sum(-1)
     old = old_logprobs.to(dt)
     # masked positions take the old log-prob: their (discarded) terms stay finite, so no
     # 0 * inf = NaN reaches the gradient through torch.where
@@ -363,7 +406,7 @@ def fused_ppo_loss_reference(
     adv = adv[:, None].expand_as(logp) if adv.dim() == 1 else adv
     hi = clip if clip_high is None else clip_high
 
-    ratio = torch.exp(logp_valid - old)
+    ratio = torch.exp((logp_valid - old).clamp(max=LOG_RATIO_MAX))  # flat beyond, NaN kept
     pg1 = -adv * ratio
     pg2 = -adv * ratio.clamp(1 - clip, 1 + hi)
     pg = torch.maximum(pg1, pg2)
@@ -377,8 +420,12 @@ def fused_ppo_loss_reference(
         kl = torch.zeros_like(logp)
     else:
         d = ref_logprobs.to(dt) - logp_valid
-        kl = torch.exp(d) - d - 1 if kl_estimator == "k3" else -d
-    per_token = pg + kl_coef * kl - entropy_coef * entropy
+        if kl_estimator == "k3":
+            d = d.clamp(max=LOG_RATIO_MAX)
+            kl = torch.exp(d) - d - 1
+        else:
+            kl = -d
+    per_token = _combine(pg, kl, entropy, kl_coef, entropy_coef)
 
     def reduce(x: torch.Tensor) -> torch.Tensor:
         x = torch.where(valid, x, 0)  # masked positions may hold inf/NaN; drop, don't multiply

@@ -1,12 +1,25 @@
 """Clipped PPO surrogate + clipped value loss on per-token tensors, with the gradients written in
 the forward pass.
 
-Per valid token (PAPER_NOTES, "PPO as in ReFT"), with rho = exp(logp - logp_old):
+Per valid token (PAPER_NOTES, "PPO as in ReFT"), with rho = exp(min(logp - logp_old, 20)):
 
     policy  = max(-A * rho, -A * clip(rho, 1 - clip, 1 + clip_high))   (clip_high = clip unless set)
               (dual clip c: for A < 0, min(policy, -A * c), as in verl)
     value   = 0.5 * max((V - R)^2, (clip(V, V_old - value_clip, V_old + value_clip) - R)^2)
-    loss    = reduce(policy) + vf_coef * reduce(value)
+    loss    = reduce(policy) + vf_coef * reduce(value)     (no value term at all if vf_coef == 0)
+
+The bounded ratio (``LOG_RATIO_MAX`` = 20 in ``_common``; log-probs from another engine can be
+far apart): ``exp`` overflows fp32 above a log-ratio of ~88.7, and ``-A * inf`` is NaN where
+A = 0 (a GRPO group with equal rewards). Beyond the bound rho = e^20 ~ 4.9e8 and is flat (zero
+gradient). What that means, per token with log-ratio d:
+
+* exact for every d: A = 0 (loss 0, gradient 0); A > 0 (beyond log(1 + clip_high) the clipped
+  value -A (1 + clip_high), zero gradient); A < 0 with a dual clip c (beyond log c the cap -A c,
+  zero gradient). (As long as 1 + clip_high and c are below e^20.)
+* bounded: A < 0 without a dual clip and d > 20 gives -A e^20 with zero gradient, where the
+  exact -A e^d (finite up to d ~ 88) has a gradient of the same size.
+* a NaN log-prob at a valid token stays NaN in the loss (the bound hides nothing).
+Stats: ``approx_kl`` uses the unbounded log-ratio, ``ratio_mean`` the bounded ratio.
 
 ``reduction="seq-mean-token-mean"`` (ReFT's) averages over each row's valid tokens and then over
 the rows that have any valid token; ``"token-mean"`` averages over all valid tokens of the batch.
@@ -26,6 +39,7 @@ import torch
 
 from ._common import (
     HAS_TRITON,
+    LOG_RATIO_MAX,
     MASK_DTYPES,
     check_nonempty,
     check_range,
@@ -57,6 +71,7 @@ STAT_NAMES = ("policy_loss", "value_loss", "clip_frac", "approx_kl", "value_clip
 # Triton kernels
 # ------------------------------------------------------------------------------------------------
 if HAS_TRITON:
+    _LOG_RATIO_MAX = tl.constexpr(LOG_RATIO_MAX)
 
     @triton.jit
     def _ppo_fwd_kernel(
@@ -105,12 +120,16 @@ if HAS_TRITON:
             olp = tl.load(OLP + rows64 * s_olp + t, mask=valid, other=0.0).to(tl.float32)
             a = tl.load(ADV + rows64 * s_adv + t, mask=valid, other=0.0).to(tl.float32)
             log_ratio = lp - olp
-            ratio = tl.exp(log_ratio)
+            # bounded (module docstring); NaN stays NaN, so corrupt log-probs still show
+            bounded = log_ratio > _LOG_RATIO_MAX
+            ratio = tl.exp(tl.minimum(log_ratio, _LOG_RATIO_MAX,
+                                      propagate_nan=tl.PropagateNan.ALL))
             pg1 = -a * ratio
             pg2 = -a * tl.minimum(tl.maximum(ratio, clip_lo), clip_hi)
-            pg = tl.maximum(pg1, pg2)
-            # d pg / d logp = -A * rho on the unclipped branch; the clipped one is flat in logp
-            g = tl.where(pg1 >= pg2, pg1, 0.0)
+            pg = tl.maximum(pg1, pg2, propagate_nan=tl.PropagateNan.ALL)
+            # d pg / d logp = -A * rho on the unclipped branch; the clipped one and the bounded
+            # ratio are flat in logp
+            g = tl.where((pg2 > pg1) | bounded, 0.0, pg1)
             if DUAL:
                 pg3 = -a * dual_clip
                 lower = (a < 0) & (pg3 < pg)
@@ -139,9 +158,9 @@ if HAS_TRITON:
                     gv = tl.where(vf >= vf_c, err, 0.0)  # the clipped branch is flat in V
                     vf = tl.maximum(vf, vf_c)
                 val += tl.sum(tl.where(valid, 0.5 * vf, 0.0), 1)
-                if NEED_GRAD:
-                    tl.store(GV + out, tl.where(valid, gv * (scale * vf_coef)[:, None], 0.0),
-                             mask=ok)
+                if NEED_GRAD:  # vf_coef == 0: no value term, not 0 * (a possibly inf) gradient
+                    gv = tl.where(valid & (vf_coef != 0.0), gv * (scale * vf_coef)[:, None], 0.0)
+                    tl.store(GV + out, gv, mask=ok)
 
         # one row of partial sums per program, reduced by _ppo_finalize_kernel
         part = PART + pid * 8
@@ -169,7 +188,7 @@ if HAS_TRITON:
         tl.store(STATS + idx, means)
         pol = tl.sum(tl.where(idx == 0, means, 0.0), 0)
         val = tl.sum(tl.where(idx == 1, means, 0.0), 0)
-        tl.store(LOSS, pol + vf_coef * val)
+        tl.store(LOSS, pol + tl.where(vf_coef != 0.0, vf_coef * val, 0.0))
 
     @triton.jit
     def _ppo_bwd_kernel(GRAD, STATS, GLP, GV, DLP, DV, N, HAS_VALUES: tl.constexpr,
@@ -349,7 +368,7 @@ def ppo_loss_reference(
 
     a = take(advantages)
     log_ratio = take(logprobs) - take(old_logprobs)
-    ratio = torch.exp(log_ratio)
+    ratio = torch.exp(log_ratio.clamp(max=LOG_RATIO_MAX))  # flat beyond the bound, NaN kept
     high = clip if clip_high is None else clip_high
     pg1, pg2 = -a * ratio, -a * ratio.clamp(1 - clip, 1 + high)
     pg = torch.maximum(pg1, pg2)
@@ -370,7 +389,7 @@ def ppo_loss_reference(
             vclipped = vf_c > vf
             vf = torch.maximum(vf, vf_c)
         value = reduce(0.5 * vf)
-    loss = policy + vf_coef * value
+    loss = policy + vf_coef * value if vf_coef != 0 else policy  # 0 * inf would be NaN
     with torch.no_grad():
         stats = dict(zip(STAT_NAMES, (
             policy, value, reduce((pg2 > pg1).to(dt)), reduce(0.5 * log_ratio ** 2),
@@ -428,7 +447,10 @@ def ppo_loss(
             ``old_values +- value_clip``; None = unclipped value loss.
         returns: [B, T] value targets; required with ``values``.
         clip: PPO ratio clip epsilon (>= 0): the ratio is clipped to [1 - clip, 1 + clip_high].
-        value_clip: >= 0. vf_coef: value-loss weight (>= 0).
+            The ratio itself is ``exp(min(logp - old_logprobs, 20))``: exact wherever the
+            selected branch needs no ratio above e^20, see the module docstring.
+        value_clip: >= 0. vf_coef: value-loss weight (>= 0); 0 leaves the value term out of
+            the loss and its gradient entirely (the ``value_loss`` stat is still reported).
         dual_clip: None, or c > 1 to bound the loss of negative-advantage tokens by -A * c.
         reduction: "seq-mean-token-mean" (mean over each row's valid tokens, then over the rows
             that have any) or "token-mean" (mean over all valid tokens).
@@ -438,8 +460,8 @@ def ppo_loss(
     Returns:
         loss: fp32 scalar, ``policy_loss + vf_coef * value_loss``.
         stats: dict of fp32 scalar tensors (detached; no host sync is made): policy_loss,
-            value_loss, clip_frac, approx_kl, value_clip_frac, dual_clip_frac, ratio_mean, each
-            reduced like the loss.
+            value_loss, clip_frac, approx_kl (0.5 (logp - old)^2, unbounded), value_clip_frac,
+            dual_clip_frac, ratio_mean (of the bounded ratio), each reduced like the loss.
     Gradients reach ``logprobs`` and ``values`` only, in their own dtypes.
     """
     _check(logprobs, old_logprobs, advantages, mask, values, old_values, returns, clip,

@@ -54,7 +54,7 @@ def _load(cfg: TrainConfig, key: str, limit: int, fraction: float = 1.0) -> list
     """The problems of one split of the run, or a DataError naming the setting and the file."""
     prefix = "eval" if key == "eval_dataset" else key
     name = getattr(cfg, key)
-    size = {"size": limit} if name == "synthetic" and limit else {}
+    size = {"size": limit} if name.split(":")[0] == "synthetic" and limit else {}
     try:
         problems = load_split(name, getattr(cfg, f"{prefix}_source"),
                               split=getattr(cfg, f"{prefix}_split"), fraction=fraction,

@@ -162,6 +162,10 @@ class TrainConfig:
     top_p: float = field(default=1.0, metadata={
         "help": "rollout nucleus sampling, in [0, 1] (1: off)"})
     entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus weight"})
+    # Rollouts are scored in eval mode: with dropout on (Galactica, GPT-2: 0.1) the first
+    # minibatch's ratio would not be 1 nor its KL 0. RL checkpoints record dropout 0.
+    disable_dropout: bool = field(default=True, metadata={
+        "help": "RL with dropout off, as TRL, OpenRLHF and verl do"})
 
     # --- judge -------------------------------------------------------------------------------
     judge_template: str | None = field(default=None, metadata={

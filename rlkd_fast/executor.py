@@ -51,8 +51,11 @@ Isolation modes and their trade-off:
 Statuses: ``ok`` (a finite real number, see ``rlkd_fast.pot.classify``), ``error`` (an
 exception, including SyntaxError, SystemExit, MemoryError, PermissionError from the sandbox),
 ``timeout``, ``crash`` (killed by a signal such as SIGSEGV, or exited without a result),
-``nonnumeric`` (returned bool/str/NaN/inf/complex/huge int/...), ``infra_error`` (the executor,
-not the program, failed: a zygote died mid-run; retrying is reasonable).
+``nonnumeric`` (returned a truth value of any type such as bool or numpy.bool_, str, NaN, inf,
+complex, an integer of any type beyond 2**53, ...), ``infra_error`` (the executor, not the
+program, failed: a zygote died mid-run; retrying is reasonable). The returned object becomes a
+number only inside the program's sandbox (``rlkd_fast.pot.classify``); the record carries that
+float, so nothing of the object reaches this process.
 
 Example::
 

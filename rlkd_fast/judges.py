@@ -21,7 +21,13 @@ from pathlib import Path
 import torch
 
 from rlkd_fast.kernels.yon_reward import yon_reward, yon_reward_from_hidden
-from rlkd_fast.models import load_causal_lm, load_sequence_classifier, model_device
+from rlkd_fast.models import (
+    fusable_trunk,
+    load_causal_lm,
+    load_sequence_classifier,
+    model_device,
+    output_head,
+)
 from rlkd_fast.prompts import (
     DEFAULT_JUDGE_TEMPLATE,
     RERANK_TEMPLATE,
@@ -100,20 +106,6 @@ def _batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
         yield order[start:start + batch_size]
 
 
-def _trunk(model) -> torch.nn.Module | None:
-    """The model without its LM head (``None`` when it has no separate trunk)."""
-    trunk = getattr(model, "base_model", None)
-    return trunk if trunk is not None and trunk is not model else None
-
-
-def _reshapes_logits(model) -> bool:
-    """True for heads that transform logits after the matmul (Gemma's soft-capping, Cohere's
-    scale): the hidden-state kernel cannot reproduce those, so the judge uses logits."""
-    config = model.config
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return bool(getattr(config, "final_logit_softcapping", None)) or (
-        getattr(config, "logit_scale", None) not in (None, 1, 1.0)
-    )
 
 
 def _hidden_states(trunk, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -127,42 +119,77 @@ def _hidden_states(trunk, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
-def resolve_token_ids(tokenizer, words: Sequence[str | int]) -> list[int]:
-    """Token ids that spell ``words``, each with and without a leading space.
+def resolve_token_ids(
+    tokenizer, words: Sequence[str | int], ignore_case: bool = True
+) -> list[int]:
+    """Ids of every single token that spells one of ``words``: every vocabulary entry whose
+    decoded text, stripped of surrounding whitespace, is the word.
 
-    Every spelling must be exactly one token (a leading piece that is only whitespace, as
-    SentencePiece emits for " Yes", is dropped); ints are taken as ids as they are.
+    That takes in the bare form and each leading-space form a vocabulary has ("Yes", byte-level
+    "ĠYes", SentencePiece "▁Yes"). The bare form matters after a chat prompt that ends in a
+    newline, where a judge writes "Yes" without a space; SentencePiece tokenizers encode both
+    "Yes" and " Yes" as "▁Yes", so encoding the word would never find it. Whole words only
+    ("Yesterday" never counts), special tokens never count.
+
+    With ``ignore_case`` (the default) "yes" and "YES" count for "Yes": a judge that answers in
+    another case has still answered, and a side's probability then holds all of it. Pass
+    ``ignore_case=False`` for answer words whose case carries meaning.
+
+    Args:
+        tokenizer: an HF tokenizer.
+        words: answer words, or token ids (taken as they are).
+        ignore_case: compare case-insensitively.
+
+    Returns:
+        The ids in the order found (words in order, then vocabulary order), without repeats.
 
     Raises:
-        ValueError: a spelling splits into several tokens (naming the pieces).
+        ValueError: an empty word, an id outside the vocabulary, or a word that no single token
+            spells (naming the tokens the tokenizer splits it into).
     """
+    fold = str.casefold if ignore_case else (lambda text: text)
+    spelled: dict[str, list[int]] | None = None
     ids: list[int] = []
     for word in words:
         if isinstance(word, int):
             if not 0 <= word < len(tokenizer):
                 raise ValueError(f"token id {word} is outside the vocabulary (size "
                                  f"{len(tokenizer)})")
-            spelled = [word]
+            found = [word]
         else:
             if not word.strip():
                 raise ValueError("judge answer words must not be empty")
-            spelled = [_single_token(tokenizer, v) for v in (word.strip(), " " + word.strip())]
-        ids.extend(i for i in spelled if i not in ids)
+            if spelled is None:  # one pass over the vocabulary serves every word
+                spelled = _single_token_spellings(tokenizer, fold)
+            found = spelled.get(fold(word.strip()), [])
+            if not found:
+                pieces = tokenizer.encode(word.strip(), add_special_tokens=False)
+                shown = tokenizer.convert_ids_to_tokens(pieces)
+                raise ValueError(
+                    f"no single token of the judge's tokenizer spells {word.strip()!r} (it "
+                    f"splits it as {len(pieces)} tokens {shown}); the YoN reward reads one "
+                    "next-token logit per answer word, so pick words that are single tokens "
+                    "in this vocabulary or pass their token ids")
+        ids.extend(i for i in found if i not in ids)
     return ids
 
 
-def _single_token(tokenizer, text: str) -> int:
-    pieces = tokenizer.encode(text, add_special_tokens=False)
-    while len(pieces) > 1 and not tokenizer.decode(pieces[:1]).strip():
-        pieces = pieces[1:]
-    if len(pieces) != 1:
-        shown = tokenizer.convert_ids_to_tokens(pieces)
-        raise ValueError(
-            f"the judge's tokenizer spells {text!r} as {len(pieces)} tokens {shown}; the YoN "
-            "reward reads one next-token logit per answer word, so pick words that are single "
-            "tokens in this vocabulary or pass their token ids"
-        )
-    return int(pieces[0])
+def _single_token_spellings(tokenizer, fold) -> dict[str, list[int]]:
+    """``{folded stripped text: [ids]}`` over the whole vocabulary, special tokens left out."""
+    n = len(tokenizer)
+    rows = [[i] for i in range(n)]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the Rust decoder: ~5x faster than batch_decode on 150k entries
+        texts = backend.decode_batch(rows, skip_special_tokens=False)
+    else:
+        texts = tokenizer.batch_decode(rows, skip_special_tokens=False)
+    special = set(tokenizer.all_special_ids)
+    out: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        key = fold(text.strip())
+        if key and i not in special:
+            out.setdefault(key, []).append(i)
+    return out
 
 
 class YoNJudge(Judge):
@@ -174,8 +201,9 @@ class YoNJudge(Judge):
         tokenizer: its tokenizer.
         template: judge prompt with ``{question}`` and ``{program}``; chat tokenizers get their
             chat template with thinking disabled (``chat`` forces or skips it).
-        yes, no: answer words (or token ids) per side; each word with and without a leading
-            space; a side's logits combine by logsumexp.
+        yes, no: answer words (or token ids) per side; every single token that spells a word
+            counts, bare or with a leading space, in any case (:func:`resolve_token_ids`); a
+            side's logits combine by logsumexp.
         tau, delta: temperature and threshold of Eq. 2.
         min_lines: programs with fewer statement lines get reward 0 without being judged
             (anti-hacking, App. B.3).
@@ -217,7 +245,9 @@ class YoNJudge(Judge):
             raise ValueError(f"token ids {sorted(both)} spell both a Yes and a No word")
         self.tau, self.delta, self.min_lines = float(tau), float(delta), int(min_lines)
         self.batch_size, self.max_length, self.with_mass = batch_size, max_length, with_mass
-        self._trunk = None if _reshapes_logits(model) else _trunk(model)
+        # None: the model does more than a matmul after its trunk (Gemma-2's soft-capping),
+        # so the reward is read from its own last-position logits instead of the fused kernel.
+        self._trunk = fusable_trunk(self.model)
 
     @classmethod
     def from_pretrained(
@@ -283,7 +313,7 @@ class YoNJudge(Judge):
                               with_mass=self.with_mass)
         else:
             hidden = _hidden_states(self._trunk, ids, mask)[:, -1]
-            head = self.model.get_output_embeddings()
+            head = output_head(self.model)
             r, m = yon_reward_from_hidden(
                 hidden, head.weight, yes, no, tau=self.tau, delta=self.delta,
                 bias=getattr(head, "bias", None), with_mass=self.with_mass,
@@ -375,6 +405,7 @@ class LogLikelihoodScorer(Judge):
         self.model.eval()
         self.tokenizer, self.template = tokenizer, template
         self.batch_size, self.max_length, self.chunk = batch_size, max_length, chunk
+        self._trunk = fusable_trunk(self.model)  # None: log-probs from the model's own logits
 
     @classmethod
     def from_pretrained(
@@ -416,8 +447,8 @@ class LogLikelihoodScorer(Judge):
         for i, (r, n_resp) in enumerate(rows):
             target[i, max(1, len(r) - n_resp):len(r)] = True  # token 0 has no predictor
         predict = torch.cat([target[:, 1:], torch.zeros_like(target[:, :1])], dim=1)
-        trunk = _trunk(self.model)
-        if trunk is None or _reshapes_logits(self.model):
+        trunk = self._trunk
+        if trunk is None:
             logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
             flat = logits[predict].float().log_softmax(-1)
             token_lp = flat.gather(-1, ids[target][:, None])[:, 0]
@@ -432,7 +463,7 @@ class LogLikelihoodScorer(Judge):
 
     def _token_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """[M] fp32 log p(target) from [M, H] hidden states, ``chunk`` rows at a time."""
-        head = self.model.get_output_embeddings()
+        head = output_head(self.model)
         out = []
         for start in range(0, hidden.shape[0], self.chunk):
             logits = head(hidden[start:start + self.chunk]).float()

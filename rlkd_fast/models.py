@@ -12,6 +12,7 @@ import importlib.util
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -53,18 +54,42 @@ def check_local(name_or_path: str | Path) -> None:
 
 
 def load_tokenizer(
-    name_or_path: str | Path, padding_side: str = "left", **kwargs
+    name_or_path: str | Path, padding_side: str = "left", config=None, **kwargs
 ) -> PreTrainedTokenizerBase:
-    """A tokenizer with a pad token (the EOS token when the checkpoint has none) and the given
-    padding side (left for generation and last-position scoring)."""
+    """A tokenizer with an EOS and a pad token and the given padding side (left for generation
+    and last-position scoring).
+
+    A token the tokenizer does not name is taken from the model's ``config`` when given (its
+    ``eos_token_id`` / ``pad_token_id``: Galactica's tokenizer names neither, its config says
+    2 and 1); a missing pad token then falls back to the EOS token.
+
+    Raises:
+        ValueError: no pad token can be found (naming the checkpoint).
+        FileNotFoundError: a local path (see :func:`check_local`) that does not exist.
+    """
     check_local(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    if config is not None:
+        _special_from_config(tokenizer, text_config(config))
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"tokenizer of {name_or_path} has neither a pad nor an EOS token")
+            raise ValueError(f"tokenizer of {name_or_path} has neither a pad nor an EOS token, "
+                             "and the model config names none")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
     return tokenizer
+
+
+def _special_from_config(tokenizer: PreTrainedTokenizerBase, config) -> None:
+    """Name the tokenizer's missing EOS / pad tokens after the ids the model config gives."""
+    for kind in ("eos", "pad"):
+        if getattr(tokenizer, f"{kind}_token") is not None:
+            continue
+        token_id = getattr(config, f"{kind}_token_id", None)
+        if isinstance(token_id, (list, tuple)):  # several EOS ids: the first one ends SFT rows
+            token_id = token_id[0] if token_id else None
+        if isinstance(token_id, int) and 0 <= token_id < len(tokenizer):
+            setattr(tokenizer, f"{kind}_token", tokenizer.convert_ids_to_tokens(token_id))
 
 
 def _load(
@@ -112,7 +137,7 @@ def load_causal_lm(
         **kwargs: passed to ``from_pretrained`` (e.g. ``revision``, ``trust_remote_code``).
     """
     model = _load(AutoModelForCausalLM, name_or_path, device, dtype, attn_implementation, **kwargs)
-    tokenizer = load_tokenizer(name_or_path, padding_side=padding_side)
+    tokenizer = load_tokenizer(name_or_path, padding_side=padding_side, config=model.config)
     _sync_pad(model, tokenizer)
     return model, tokenizer
 
@@ -134,7 +159,7 @@ def load_sequence_classifier(
         AutoModelForSequenceClassification, name_or_path, device, dtype, attn_implementation,
         **kwargs,
     )
-    tokenizer = load_tokenizer(name_or_path, padding_side=padding_side)
+    tokenizer = load_tokenizer(name_or_path, padding_side=padding_side, config=model.config)
     _sync_pad(model, tokenizer)
     return model, tokenizer
 
@@ -153,3 +178,121 @@ def model_device(model: torch.nn.Module) -> torch.device:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
         return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------- architecture
+def text_config(config):
+    """The config of a model's text part: ``get_text_config()`` of a composite config (Gemma-3's
+    image-text class keeps ``hidden_size``, ``vocab_size``, soft-capping there), else the config
+    itself."""
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
+def output_head(model: nn.Module) -> nn.Module:
+    """The LM head (``get_output_embeddings()``) of a causal LM.
+
+    Raises:
+        ValueError: the model has none (naming its class).
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head)")
+    return head
+
+
+def head_width(model: nn.Module) -> int:
+    """Width of the hidden states the LM head reads: what the trunk returns, which is not
+    ``config.hidden_size`` everywhere (OPT-350m projects 1024 down to 512 before its head)."""
+    head = output_head(model)
+    weight = getattr(head, "weight", None)
+    if weight is not None and weight.dim() == 2:
+        return int(weight.shape[1])
+    return int(text_config(model.config).hidden_size)
+
+
+def lm_trunk(model: nn.Module) -> nn.Module | None:
+    """The module whose last hidden state feeds the LM head: the language model of a composite
+    model (``get_decoder()``), the base model otherwise; None when there is no separate one."""
+    get = getattr(model, "get_decoder", None)
+    trunk = get() if callable(get) else getattr(model, "base_model", None)
+    return trunk if trunk is not None and trunk is not model else None
+
+
+def _known_logit_transform(model: nn.Module) -> bool:
+    """Config fields of heads that change the logits after the matmul: soft-capping (Gemma-2,
+    PaliGemma), Cohere's ``logit_scale``, Granite's ``logits_scaling``."""
+    config = text_config(model.config)
+    scale = getattr(config, "logit_scale", None)
+    scaling = getattr(config, "logits_scaling", None)
+    return bool(getattr(config, "final_logit_softcapping", None)) or (
+        scale not in (None, 1, 1.0)) or (scaling not in (None, 1, 1.0))
+
+
+@torch.no_grad()
+def fusable_trunk(model: nn.Module, probe_tokens: int = 8) -> nn.Module | None:
+    """The trunk when ``model``'s logits are exactly its LM head applied to the trunk's last
+    hidden state, so a caller may apply the head itself (fused with a reduction, or only on the
+    rows it needs); None when the model does more after the head.
+
+    Known transforms are read from the config; anything else shows on a probe: one forward of
+    ``probe_tokens`` tokens compares the model's logits with ``head(trunk(ids))``.
+    """
+    trunk = lm_trunk(model)
+    if trunk is None or _known_logit_transform(model):
+        return None
+    head = output_head(model)
+    vocab = int(getattr(head, "out_features", 0) or text_config(model.config).vocab_size)
+    ids = (torch.arange(probe_tokens) % vocab)[None].to(model_device(model))
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(input_ids=ids, use_cache=False).logits.float()
+        out = trunk(input_ids=ids, use_cache=False)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        mine = head(hidden).float()
+    except TypeError:  # a trunk that cannot be called on its own: use the model's logits
+        return None
+    finally:
+        model.train(was_training)
+    if mine.shape != logits.shape:
+        return None
+    tol = 1e-3 * max(1.0, logits.abs().max().item())
+    return trunk if (mine - logits).abs().max().item() <= tol else None
+
+
+def disable_dropout(model: nn.Module) -> list[str]:
+    """Set every dropout rate of ``model`` to 0, for RL (as TRL, OpenRLHF and verl do): then a
+    forward in train mode equals one in eval mode, so the first minibatch's ratio to the
+    rollout's log-probs is exactly 1 and its KL to an identical reference exactly 0.
+
+    HF models keep rates in three places, all set here: ``nn.Dropout`` modules (GPT-2), float
+    attributes that functional dropout reads (OPT's ``self.dropout``, ``layerdrop``, attention
+    ``dropout=self.attention_dropout if self.training``), and config fields (``dropout``,
+    ``attn_pdrop``, ... of the config and its sub-configs), which some code reads at forward
+    time. Returns the names of what was changed (empty when nothing had dropout).
+    """
+    changed = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            module.p = 0.0
+            changed.append(f"{name}.p")
+        for attr, value in list(vars(module).items()):
+            if "drop" in attr.lower() and isinstance(value, float) and value > 0:
+                setattr(module, attr, 0.0)
+                changed.append(f"{name}.{attr}")
+    config = getattr(model, "config", None)
+    if config is not None:
+        changed += _zero_config_dropout(config, "config")
+    return changed
+
+
+def _zero_config_dropout(config, prefix: str) -> list[str]:
+    changed = []
+    for key, value in list(vars(config).items()):
+        if "drop" in key.lower() and isinstance(value, float) and value > 0:
+            setattr(config, key, 0.0)
+            changed.append(f"{prefix}.{key}")
+        elif hasattr(value, "to_dict") and hasattr(value, "model_type"):  # a sub-config
+            changed += _zero_config_dropout(value, f"{prefix}.{key}")
+    return changed

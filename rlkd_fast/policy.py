@@ -1,16 +1,19 @@
 """The student: a causal LM with a scalar value head on its shared trunk (PPO as in ReFT).
 
-One trunk forward gives both the next-token logits of every response position and the value of
-the state before each response token, so PPO pays for one forward per minibatch.
+One forward of the LM gives both the next-token logits of every response position and the value
+of the state before each response token, so PPO pays for one forward per minibatch.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from rlkd_fast.models import head_width, lm_trunk, output_head, text_config
 
 
 @dataclass
@@ -41,41 +44,60 @@ class SequenceBatch:
 
 
 class PolicyWithValue(nn.Module):
-    """``lm`` (any HF causal LM) plus ``value_head``: Linear(hidden -> 1) on every position."""
+    """``lm`` (any HF causal LM) plus ``value_head``: Linear(width -> 1) on every position.
+
+    The logits come from ``lm``'s own forward, the path ``generate`` samples from, so any
+    transform a model applies after its head (Gemma-2's soft-capping, Cohere's logit scale) is
+    in the training log-probs too. The value head reads what the LM head reads (captured by a
+    hook during that forward): its width is the head's input width, which is not always
+    ``config.hidden_size`` (OPT-350m projects 1024 -> 512; a composite config such as Gemma-3's
+    image-text class keeps it in its text config).
+
+    Parameters of a composite model that a text-only forward never reaches (a vision tower) are
+    frozen, so data-parallel training does not wait for gradients that never come.
+    """
 
     def __init__(self, lm: nn.Module, with_value: bool = True):
         super().__init__()
         self.lm = lm
-        hidden = lm.config.hidden_size
-        self.value_head = nn.Linear(hidden, 1) if with_value else None
+        width = head_width(lm)
+        self.value_head = nn.Linear(width, 1) if with_value else None
         if self.value_head is not None:
-            nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1))
+            nn.init.normal_(self.value_head.weight, std=1 / (width + 1))
             nn.init.zeros_(self.value_head.bias)
-            self.value_head.to(next(lm.parameters()).dtype)
+            self.value_head.to(output_head(lm).weight.dtype)
+        # Models without ``logits_to_keep`` compute every position's logits (and are sliced).
+        self._keeps_logits = "logits_to_keep" in inspect.signature(lm.forward).parameters
+        _freeze_unreached(lm)
 
-    @property
-    def trunk(self) -> nn.Module:
-        return self.lm.base_model
-
-    def response_hidden(self, batch: SequenceBatch) -> torch.Tensor:
-        """Hidden states [N, R, H] at the positions that predict each response token."""
+    def forward(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [N, R, V] for the response tokens (those of the position before each) and
+        values [N, R] (fp32) of those positions; values are None without a value head."""
         ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)
         mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).long()
         # Positions count real tokens only, as generate() does for left-padded prompts.
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self.trunk(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         use_cache=False)
-        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        prompt_len = batch.prompt_ids.shape[1]
-        return hidden[:, prompt_len - 1:-1]
-
-    def forward(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits [N, R, V] for the response tokens and values [N, R] (fp32) of their states."""
-        hidden = self.response_hidden(batch)
-        logits = self.lm.get_output_embeddings()(hidden)
+        keep = batch.response_ids.shape[1] + 1  # the last prompt position .. the last token
+        kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
+        seen: list[torch.Tensor] = []
+        hook = None
+        if self.value_head is not None:
+            hook = output_head(self.lm).register_forward_hook(
+                lambda _module, args, _out: seen.append(args[0]))
+        try:
+            out = self.lm(input_ids=ids, attention_mask=mask, position_ids=positions,
+                          use_cache=False, **kwargs)
+        finally:
+            if hook is not None:
+                hook.remove()
+        logits = out.logits[:, -keep:-1]
         values = None
         if self.value_head is not None:
-            values = self.value_head(hidden).squeeze(-1).float()
+            if len(seen) != 1:
+                raise RuntimeError(f"the LM head of {type(self.lm).__name__} ran {len(seen)} "
+                                   "times in one forward; the value head cannot tell which "
+                                   "hidden states to read")
+            values = self.value_head(seen[0][:, -keep:-1]).squeeze(-1).float()
         return logits, values
 
     def save(self, path: str | Path) -> None:
@@ -88,3 +110,18 @@ class PolicyWithValue(nn.Module):
         file = Path(path) / "value_head.pt"
         if self.value_head is not None and file.exists():
             self.value_head.load_state_dict(torch.load(file, map_location="cpu"))
+
+
+def _freeze_unreached(lm: nn.Module) -> None:
+    """Freeze what a text-only forward of a composite model (one with a text sub-config) never
+    reaches: parameters outside its language model and LM head."""
+    if text_config(lm.config) is lm.config:
+        return
+    trunk = lm_trunk(lm)
+    if trunk is None:
+        return
+    reached = {id(p) for p in trunk.parameters()}
+    reached |= {id(p) for p in output_head(lm).parameters()}
+    for param in lm.parameters():
+        if id(param) not in reached:
+            param.requires_grad_(False)

@@ -14,10 +14,16 @@ Two jobs live here because both must stay importable by a bare ``python -I -S`` 
 Result classification (``classify``), done inside the confined child so that a hostile return
 value's ``__float__``/``__eq__``/``__reduce__`` never runs anywhere else:
 
-* ``ok``: a real number: an ``int`` (not ``bool``) with ``|x| <= 2**53``, or any other object
-  except ``str``/``bytes``/``complex`` whose ``float()`` is finite (and within ``2**53`` for ints);
-* ``nonnumeric``: everything else (bool, str, NaN, inf, complex, huge ints, objects without
+* ``ok``: a real number: any object except ``str``/``bytes``/``complex`` and truth values whose
+  ``float()`` is finite, and, for an integer of any type, whose exact value is within ``2**53``
+  (beyond it a double rounds: ``2**60 + 1`` would match a gold answer of ``2**60``);
+* ``nonnumeric``: everything else (truth values of any library: ``bool``, ``numpy.bool_``,
+  boolean 0-d arrays and tensors, sympy's ``true``; str, NaN, inf, complex; integers beyond
+  ``2**53`` whether ``int``, numpy, sympy or a 0-d array or tensor; objects without
   ``__float__``), with ``reft_value = float(x)`` kept where it exists, since ReFT compares that.
+
+This is the only place a returned object becomes a number: the C++ side receives the Python
+float made here and copies it into the result record as a double, losslessly.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import builtins
 import gc
 import math
+import operator
 import os
 import sys
 
@@ -58,8 +65,31 @@ def _describe(exc: BaseException) -> str:
         return "error (unprintable exception)"
 
 
+def bool_like(x: object) -> bool:
+    """True for a truth value of any library: ``bool``, ``numpy.bool_``, a boolean 0-d array or
+    tensor (anything whose type, or whose ``dtype``, is a bool). sympy's ``true``/``false`` have
+    no ``float()`` and are non-numeric anyway."""
+    if any(c.__name__ in ("bool", "bool_") for c in type(x).__mro__):
+        return True
+    try:
+        return str(getattr(x, "dtype", "")) in ("bool", "torch.bool")
+    except BaseException:  # a hostile dtype property
+        return False
+
+
+def exact_int(x: object) -> int | None:
+    """The exact value of an integer of any type (``int``, numpy and sympy integers, integer 0-d
+    arrays and tensors: whatever has ``__index__``), else None. Call after ``bool_like``."""
+    if isinstance(x, float):
+        return None
+    try:
+        return operator.index(x)
+    except BaseException:
+        return None
+
+
 def classify(x: object) -> tuple[int, float | None, float | None, str]:
-    """(status, strict value, ReFT value, error) for a program's return value."""
+    """(status, strict value, ReFT value, error) for a program's return value (or any value)."""
     reft = None
     try:
         f = float(x)
@@ -68,12 +98,13 @@ def classify(x: object) -> tuple[int, float | None, float | None, str]:
     except BaseException:
         pass
     kind = type(x).__name__
-    if type(x) is bool or isinstance(x, (str, bytes, bytearray, complex)) or reft is None:
+    if bool_like(x) or isinstance(x, (str, bytes, bytearray, complex)) or reft is None:
         return NONNUMERIC, None, reft, f"non-numeric result of type {kind}"
     if not math.isfinite(reft):
         return NONNUMERIC, None, reft, f"non-finite result {reft!r}"
-    if isinstance(x, int) and abs(reft) > MAX_EXACT_INT:
-        return NONNUMERIC, None, reft, "integer result too large"
+    n = exact_int(x)  # the exact value: 2**53 + 1 rounds to 2**53 as a float
+    if n is not None and abs(n) > MAX_EXACT_INT:
+        return NONNUMERIC, None, reft, f"integer result too large ({kind})"
     return OK, reft, reft, ""
 
 

@@ -8,8 +8,11 @@
 
 Two modes decide what "a number" is:
 
-* ``"strict"`` (default): only ``ExecResult.status == "ok"`` counts: bool, str, NaN, inf,
-  complex and integers beyond 2**53 are non-numeric (0.0). See ``rlkd_fast.pot.classify``.
+* ``"strict"`` (default): only ``ExecResult.status == "ok"`` counts: truth values of any type
+  (``bool``, ``numpy.bool_``, boolean arrays and tensors), str, NaN, inf, complex and integers of
+  any type (``int``, numpy, sympy) beyond 2**53, which a double cannot hold exactly, are
+  non-numeric (0.0). See ``rlkd_fast.pot.classify``, applied where the program ran and again
+  here to the value of an ``ok`` result (so results made by other code obey the same rule).
 * ``"reft"``: ReFT's rule, ``float(result)`` when that works (``ExecResult.reft_value``): so
   ``True`` counts as 1.0, ``"12"`` as 12.0, and NaN/inf as numbers that are never correct (0.1).
 
@@ -27,6 +30,7 @@ from collections.abc import Sequence
 import torch
 
 from rlkd_fast.executor import ExecResult
+from rlkd_fast.pot import OK, classify
 
 CORRECT, WRONG_NUMBER, FAILED = 1.0, 0.1, 0.0
 MODES = ("strict", "reft")
@@ -51,7 +55,10 @@ def parse_gold(gold: str | float | int) -> float:
 def prediction(result: ExecResult, mode: str = "strict") -> float | None:
     """The number a result counts as under ``mode``, or None."""
     if mode == "strict":
-        return result.value if result.status == "ok" else None
+        if result.status != "ok":
+            return None
+        status, value, _, _ = classify(result.value)  # a float from the executor: as it is
+        return value if status == OK else None
     if mode == "reft":
         return result.reft_value if result.status in ("ok", "nonnumeric") else None
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

@@ -37,6 +37,7 @@ from rlkd_fast import evaluate as evaluation
 from rlkd_fast.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from rlkd_fast.checkpoint import set_rng_state as restore_rng
 from rlkd_fast.metrics import MetricsLog, plot_curves
+from rlkd_fast.models import disable_dropout
 from rlkd_fast.policy import PolicyWithValue, SequenceBatch
 from rlkd_fast.ppo import (
     Experience,
@@ -198,6 +199,8 @@ class Trainer:
 
     def rl(self) -> None:
         cfg = self.cfg
+        if cfg.disable_dropout:
+            disable_dropout(self.policy.lm)
         self.ref = self._reference() if cfg.kl_coef > 0 else None
         if cfg.rl_stage == "grpo":
             self.policy.value_head = None

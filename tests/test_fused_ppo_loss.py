@@ -1,5 +1,7 @@
 """fused_ppo_loss: Triton (interpreter) and torch paths against autograd of a float64 reference."""
 
+import math
+
 import pytest
 import torch
 
@@ -164,26 +166,127 @@ def test_sliced_logits_and_no_mask():
 
 
 @pytest.mark.parametrize("entropy_coef", [0.0, 0.05])
-def test_banned_tokens_with_minus_inf_logits(poisoned_outputs, entropy_coef):
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_minus_inf_logits(poisoned_outputs, backend, entropy_coef):
+    """-inf logits: padded vocabulary columns in every row, plus rows where some but not all
+    entries are -inf. The torch path once gave NaN entropy, loss and gradient (0 * log 0), even
+    at entropy_coef=0."""
     logits, ids, old, adv, mask, ref = make_inputs(3, 4, 200, torch.float32)
-    banned = torch.zeros(200, dtype=torch.bool)
-    banned[::7] = True
-    ids[ids % 7 == 0] += 1  # sampled tokens are never banned
+    banned = torch.zeros(3, 4, 200, dtype=torch.bool)
+    banned[..., 190:] = True  # a vocabulary padded to a round size
+    banned[1, :, ::7] = True  # banned tokens in one sequence
+    banned[2, 1, :150] = True  # most of one row
+    banned.scatter_(-1, ids[..., None], False)  # sampled tokens are never banned
     x = logits.masked_fill(banned, float("-inf")).requires_grad_()
     loss, stats = fused_ppo_loss(x, ids, old, adv, mask, ref, kl_coef=0.1,
-                                 entropy_coef=entropy_coef)
+                                 entropy_coef=entropy_coef, backend=backend)
     loss.backward()
-    # the reference on -1e4 instead of -inf: the same softmax, without 0 * inf in its entropy
+    # the reference on -1e4 instead of -inf: the same softmax, with finite logits
     x64 = logits.double().masked_fill(banned, -1e4).requires_grad_()
     loss64, stats64 = fused_ppo_loss_reference(x64, ids, old.double(), adv.double(), mask,
                                                ref.double(), kl_coef=0.1,
                                                entropy_coef=entropy_coef)
     loss64.backward()
     torch.testing.assert_close(loss.double(), loss64, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(stats["entropy"].double(), stats64["entropy"], rtol=1e-5,
-                               atol=1e-6)
+    for name in STATS:
+        torch.testing.assert_close(stats[name].double(), stats64[name], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-5, atol=1e-7)
-    assert torch.equal(x.grad[..., banned], torch.zeros_like(x.grad[..., banned]))
+    assert torch.equal(x.grad[banned], torch.zeros_like(x.grad[banned]))
+
+
+E20 = math.exp(20.0)  # the bound on the ratio and on k3's exponent
+
+
+def extreme_cases(dual_clip, clip_high):
+    """(log-ratio, advantage, expected policy term, True if its gradient must be exactly 0),
+    from the docstring's definition: ratio = exp(min(d, 20)), clipped to
+    [1 - clip, 1 + clip_high], the dual clip capping A < 0 at -A c."""
+    cases = [
+        (100.0, 0.0, 0.0, True),  # a GRPO group with equal rewards
+        (-100.0, 0.0, 0.0, True),
+        (100.0, 1.5, -1.5 * (1 + clip_high), True),  # A > 0: the clipped value, flat
+        (30.0, 2.0, -2.0 * (1 + clip_high), True),
+    ]
+    if dual_clip is None:  # A < 0 unclipped: exact up to the bound, -A e^20 and flat beyond
+        cases += [(100.0, -1.5, 1.5 * E20, True), (10.0, -1.5, 1.5 * math.exp(10.0), False)]
+    else:  # the dual clip caps it: exact for every log-ratio
+        cases += [(100.0, -1.5, 1.5 * dual_clip, True), (10.0, -1.5, 1.5 * dual_clip, True)]
+    return cases
+
+
+def logprobs64(logits, ids):
+    return torch.log_softmax(logits.double(), -1).gather(-1, ids[..., None])[..., 0]
+
+
+@pytest.mark.parametrize("dual_clip", [None, 3.0])
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_large_log_ratios_give_the_defined_finite_values(poisoned_outputs, backend, dual_clip):
+    """Log-probs from another engine, far from the policy's: exp(logp - old) overflowed fp32
+    (NaN loss where A = 0, NaN gradients). Each token's term and gradient as defined."""
+    cases = extreme_cases(dual_clip, clip_high=0.28)
+    n = len(cases)
+    logits = torch.randn(2, n, 37)  # row 0 fully masked, row 1 one token per case
+    ids = torch.randint(0, 37, (2, n))
+    mask = torch.zeros(2, n, dtype=torch.bool)
+    mask[1] = True
+    d = torch.tensor([c[0] for c in cases], dtype=torch.float64)
+    old = logprobs64(logits, ids)
+    old[1] -= d
+    adv = torch.zeros(2, n)
+    adv[1] = torch.tensor([c[1] for c in cases])
+    kw = dict(clip=0.2, clip_high=0.28, dual_clip=dual_clip, reduction="token-mean")
+    ours, ref = run_both(logits, ids, old.float(), adv, mask, None, backend=backend, **kw)
+    loss, stats, grad = ours
+    assert torch.isfinite(loss) and all(torch.isfinite(v).all() for v in stats.values())
+    assert loss.item() == pytest.approx(sum(c[2] for c in cases) / n, rel=1e-5, abs=1e-6)
+    zero = torch.tensor([c[3] for c in cases])
+    assert torch.isfinite(grad).all()
+    assert torch.equal(grad[1, zero], torch.zeros_like(grad[1, zero]))
+    assert torch.equal(grad[0], torch.zeros_like(grad[0]))
+    check(ours, ref, torch.float32)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy overflow, in the interpreter
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_zero_kl_coef_leaves_the_kl_term_out(poisoned_outputs, backend):
+    """ref_logprobs 100 nats above the policy's: k3's exp(ref - logp) overflowed fp32, and
+    kl_coef=0 then gave 0 * inf = NaN. Now the term is not computed at all at kl_coef=0, and
+    k3 is bounded (e^20 - 21 per token, flat) when it is used; the stat is finite either way."""
+    logits, ids, old, adv, mask, _ = make_inputs(3, 5, 64, torch.float32, per_seq=True)
+    ref = (logprobs64(logits, ids) + 100.0).float()
+    bounded_k3 = E20 - 20.0 - 1.0
+    base, _ = run_both(logits, ids, old, adv, mask, None, backend=backend)
+    off, _ = run_both(logits, ids, old, adv, mask, ref, backend=backend, kl_coef=0.0)
+    assert torch.equal(off[0], base[0]) and torch.equal(off[2], base[2])
+    assert off[1]["kl"].item() == pytest.approx(bounded_k3, rel=1e-6)
+    on, on64 = run_both(logits, ids, old, adv, mask, ref, backend=backend, kl_coef=0.1)
+    assert on[0].item() == pytest.approx(base[0].item() + 0.1 * bounded_k3, rel=1e-6)
+    torch.testing.assert_close(on[2], base[2], rtol=0, atol=0)  # the bounded KL is flat
+    check(on, on64, torch.float32)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_the_backends_agree_at_large_log_ratios(backend):
+    """Random old and reference log-probs up to ~+-300 nats away, advantages with zeros."""
+    logits, ids, old, adv, mask, ref = make_inputs(4, 6, 130, torch.float32)
+    old = old + 100.0 * torch.randn(4, 6)
+    ref = ref + 100.0 * torch.randn(4, 6)
+    adv[:, ::2] = 0.0
+    for kw in (dict(kl_coef=0.1), dict(kl_coef=0.05, entropy_coef=0.01, dual_clip=2.0)):
+        ours, ref64 = run_both(logits, ids, old, adv, mask, ref, backend=backend, **kw)
+        assert torch.isfinite(ours[0]) and torch.isfinite(ours[2]).all()
+        check(ours, ref64, torch.float32)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_nan_old_log_prob_at_a_valid_token_is_not_hidden(backend):
+    logits, ids, old, adv, mask, _ = make_inputs(3, 5, 64, torch.float32)
+    b, t = mask.nonzero()[0].tolist()
+    old[b, t] = math.nan
+    for dual_clip in (None, 3.0):
+        loss, _ = fused_ppo_loss(logits, ids, old, adv, mask, dual_clip=dual_clip,
+                                 backend=backend)
+        assert torch.isnan(loss)
 
 
 LOGITS_OPS = ("fused_ppo_loss", "token_logprobs", "token_logprobs_bwd", "token_logprobs_bwd_",
@@ -321,8 +424,10 @@ for dtype in ("*bf16",):  # fp32 logits take the same code paths
     compile_for_h100(tlp._token_logprobs_fwd_kernel, dtype, {**blocks, "SUB": 256}, 8, 2)
     compile_for_h100(tlp._token_logprobs_bwd_kernel, dtype, blocks, 8, 2)
     compile_for_h100(tlp._scale_kernel, dtype, dict(BLOCK=8192), 8, 2)
-    for flags in ((True, True, True, False, True, True), (False, False, False, True, False, False)):
-        names = ("ADV_PER_SEQ", "HAS_REF", "KL_K3", "HAS_DUAL", "HAS_ENT", "WRITE_GRAD")
+    for flags in ((True, True, True, True, False, True, True),
+                  (False, False, False, False, True, False, False),
+                  (False, True, True, False, True, True, True)):
+        names = ("ADV_PER_SEQ", "HAS_REF", "KL_K3", "HAS_KL", "HAS_DUAL", "HAS_ENT", "WRITE_GRAD")
         compile_for_h100(fpl._fused_ppo_fwd_kernel, dtype,
                          {**dict(zip(names, flags)), **blocks, "SUB": 256}, 16, 2)
 print("compiled")

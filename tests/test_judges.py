@@ -108,7 +108,7 @@ def test_splitting_tokenizer_fails_clearly():
     tok.train_from_iterator(["Yes No"], trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>")
     assert len(fast.encode("Yes", add_special_tokens=False)) == 3
-    with pytest.raises(ValueError, match=r"'Yes' as 3 tokens"):
+    with pytest.raises(ValueError, match=r"spells 'Yes' \(it splits it as 3 tokens"):
         resolve_token_ids(fast, ["Yes"])
     with pytest.raises(ValueError, match="outside the vocabulary"):
         resolve_token_ids(fast, [10**6])

@@ -1,6 +1,7 @@
 """ppo_loss: Triton (compiled on a GPU, interpreted on CPU) and torch paths against the float64
 reference and its autograd."""
 
+import math
 import os
 import subprocess
 import sys
@@ -291,3 +292,98 @@ def test_kernels_compile_for_h100():
         pytest.skip("this triton has no NVIDIA backend to compile with")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count(" ok") == 10
+
+
+# ------------------------------------------------------------------------------------------------
+# Large log-ratios (log-probs from another engine): exp overflows fp32 above ~88.7
+# ------------------------------------------------------------------------------------------------
+E20 = math.exp(20.0)  # the bound on the ratio
+
+
+def extreme_cases(dual_clip, clip_high):
+    """(log-ratio, advantage, expected per-token loss, True if its gradient must be exactly 0),
+    written from the docstring's definition: rho = exp(min(d, 20)), clipped to
+    [1 - clip, 1 + clip_high], dual clip capping A < 0 at -A c."""
+    cases = [
+        (100.0, 0.0, 0.0, True),        # a GRPO group with equal rewards
+        (-100.0, 0.0, 0.0, True),
+        (30.0, 0.0, 0.0, True),
+        (100.0, 1.5, -1.5 * (1 + clip_high), True),  # A > 0: the clipped value, flat
+        (30.0, 2.0, -2.0 * (1 + clip_high), True),
+        (-100.0, 1.5, -1.5 * math.exp(-100.0), False),  # tiny ratio, unclipped (grad ~ 0)
+    ]
+    if dual_clip is None:  # A < 0 unclipped: exact up to the bound, -A e^20 and flat beyond
+        cases += [(100.0, -1.5, 1.5 * E20, True), (10.0, -1.5, 1.5 * math.exp(10.0), False)]
+    else:  # the dual clip caps it: exact for every log-ratio
+        cases += [(100.0, -1.5, 1.5 * dual_clip, True), (10.0, -1.5, 1.5 * dual_clip, True)]
+    return cases
+
+
+@pytest.mark.parametrize("dual_clip", [None, 3.0])
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_large_log_ratios_give_the_defined_finite_values(backend, dual_clip):
+    """Loss and gradients finite, each token's term and gradient as defined, both backends and
+    the float64 reference agreeing; before, A = 0 gave NaN (torch), A < 0 inf and NaN
+    gradients, and the backends disagreed."""
+    cases = extreme_cases(dual_clip, clip_high=0.28)
+    n = len(cases)
+    # one token per case in row-major order, each row with masked holes (NaN under them)
+    b, t = 3, 2 * math.ceil(n / 3)
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    mask.view(-1)[0:2 * n:2] = True
+    lp = torch.full((b, t), float("nan"))
+    olp, adv = lp.clone(), lp.clone()
+    d = torch.tensor([c[0] for c in cases])
+    lp[mask] = -0.5 - torch.rand(n).mul(4).round() / 4  # exact in fp32: lp - olp == d exactly
+    olp[mask] = lp[mask] - d
+    adv[mask] = torch.tensor([c[1] for c in cases])
+    x = dict(logprobs=lp, old_logprobs=olp, advantages=adv, mask=mask)
+    kw = dict(clip=0.2, clip_high=0.28, dual_clip=dual_clip, reduction="token-mean")
+    loss, stats, glp, _ = got = run(x, backend, **kw)
+    want_loss = sum(c[2] for c in cases) / n
+    assert torch.isfinite(loss) and all(torch.isfinite(s) for s in stats.values())
+    assert loss.item() == pytest.approx(want_loss, rel=1e-6, abs=1e-6)
+    zero_grad = torch.tensor([c[3] for c in cases])
+    assert torch.isfinite(glp).all()
+    assert (glp[mask][zero_grad] == 0).all() and (glp[~mask] == 0).all()
+    if dual_clip is None:  # the exact gradient under the bound: -A rho / n
+        assert glp[mask][-1].item() == pytest.approx(1.5 * math.exp(10.0) / n, rel=1e-6)
+    check(got, reference(x, **kw))
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_the_two_backends_agree_at_large_log_ratios(backend):
+    """Random batches whose log-ratios reach +-120, advantages with zeros, masks with holes."""
+    x = make(b=5, t=37, spread=60.0)
+    x["advantages"][:, ::3] = 0.0
+    for kw in (dict(), dict(dual_clip=2.0, clip_high=0.3, vf_coef=0.5)):
+        got = run(x, backend, **kw)
+        assert torch.isfinite(got[0]) and torch.isfinite(got[2]).all()
+        check(got, reference(x, **kw))
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_nan_log_prob_at_a_valid_token_is_not_hidden(backend):
+    """The bound on the ratio must not turn a NaN log-prob into a finite loss (the Triton path
+    once gave the clipped value for it)."""
+    x = make(poison=False)
+    x["logprobs"][x["mask"]] = x["logprobs"][x["mask"]].index_fill(0, torch.tensor([3]), math.nan)
+    for dual_clip in (None, 3.0):
+        loss, _ = ppo_loss(x["logprobs"], x["old_logprobs"], x["advantages"], x["mask"],
+                           dual_clip=dual_clip, backend=backend)
+        assert torch.isnan(loss)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy inf * 0, in the interpreter
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_zero_vf_coef_leaves_the_value_term_out(backend):
+    """vf_coef = 0 with a value error whose square overflows fp32: the loss is the policy loss
+    and the values get a zero gradient, where 0 * inf gave NaN."""
+    x = make(poison=False)
+    x["returns"] = x["returns"] + 1e20  # (V - R)^2 = 1e40 > fp32 max
+    policy_only = {k: v for k, v in x.items() if k not in ("values", "old_values", "returns")}
+    loss, stats, glp, gv = run(x, backend, vf_coef=0.0)
+    loss0, _, glp0, _ = run(policy_only, backend)
+    assert stats["value_loss"] == math.inf  # reported as it is
+    assert torch.equal(loss, loss0) and torch.equal(glp, glp0)
+    assert gv is None or torch.equal(gv, torch.zeros_like(gv))  # torch: not in the graph

@@ -124,3 +124,83 @@ def test_end_to_end_with_the_executor():
     assert verifiable_reward(results, gold).tolist() == pytest.approx([1.0, 0.1, 0, 0, 0])
     assert verifiable_reward(results, gold, mode="reft").tolist() == pytest.approx(
         [1.0, 0.1, 0, 0, 1.0])
+
+
+def _classified(v: object) -> ExecResult:
+    """The result the executor reports for a program that returned ``v``."""
+    from rlkd_fast.pot import classify
+
+    status, value, reft, err = classify(v)
+    return ExecResult({0: "ok", 4: "nonnumeric"}[status], value, err, reft)
+
+
+def _truth_and_big_int_values():
+    """(value, a gold answer its float matches) for truth values and integers beyond 2**53 of
+    several libraries; each float(value) equals float(gold), so only the type rule rejects it."""
+    np = pytest.importorskip("numpy")
+    sympy = pytest.importorskip("sympy")
+    big = 2**60
+    values = [(np.True_, "1"), (np.bool_(False), "0"), (np.array(True), "1"),
+              (np.int64(big + 1), str(big)), (np.uint64(big + 1), str(big)),
+              (np.array(big + 1), str(big)), (sympy.Integer(big + 1), str(big)),
+              (2**53 + 1, str(2**53)), (-(2**53) - 1, str(-(2**53)))]
+    torch_values = [(torch.tensor(True), "1"), (torch.tensor(big + 1), str(big))]
+    return values + torch_values
+
+
+def test_strict_mode_rejects_truth_values_and_inexact_integers_of_any_type():
+    """numpy/torch truth values and numpy/sympy/0-d integers beyond 2**53 that round to the gold
+    answer used to score 1.0; as Python's bool and big ints, they are non-numeric now."""
+    cases = _truth_and_big_int_values()
+    for v, g in cases:
+        assert float(v) == float(g), v  # the double would match
+    results = [_classified(v) for v, _ in cases]
+    gold = [g for _, g in cases]
+    assert all(r.status == "nonnumeric" for r in results)
+    assert verifiable_reward(results, gold, as_tensor=False) == [0.0] * len(cases)
+    # ReFT's own rule is float(result): a truth value counts as its float, as True does
+    reft = verifiable_reward(results, gold, mode="reft", as_tensor=False)
+    assert reft == [1.0] * len(cases)
+
+
+def test_strict_mode_keeps_exact_numbers_of_any_type():
+    np = pytest.importorskip("numpy")
+    sympy = pytest.importorskip("sympy")
+    values = [np.int64(72), np.int32(72), np.float32(72.0), np.float64(72.0), np.array(72),
+              sympy.Integer(72), sympy.Float(72.0), sympy.Rational(144, 2), torch.tensor(72),
+              torch.tensor(72.0)]
+    results = [_classified(v) for v in values]
+    assert [r.status for r in results] == ["ok"] * len(values)
+    assert verifiable_reward(results, ["72"] * len(values), as_tensor=False) == [1.0] * len(values)
+    edge = [_classified(2**53), _classified(-(2**53)), _classified(np.int64(2**53))]
+    assert verifiable_reward(edge, [str(2**53), str(-(2**53)), str(2**53)],
+                             as_tensor=False) == [1.0, 1.0, 1.0]
+
+
+def test_ok_results_made_elsewhere_obey_the_same_rule():
+    """An ExecResult built by other code (another executor) with a raw numpy value."""
+    np = pytest.importorskip("numpy")
+    results = [ExecResult("ok", np.True_, "", 1.0), ExecResult("ok", np.int64(2**60 + 1)),
+               ExecResult("ok", None), ExecResult("ok", float("nan")), ok(72.0), ok(72)]
+    gold = ["1", str(2**60), "0", "0", "72", "72"]
+    assert verifiable_reward(results, gold, as_tensor=False) == [0, 0, 0, 0, 1.0, 1.0]
+
+
+def test_numpy_and_sympy_results_through_the_executor():
+    from rlkd_fast.executor import PotExecutor
+
+    pytest.importorskip("numpy")
+    big = 2**60
+    programs = [
+        "def solution():\n    import numpy as np\n    return np.bool_(True)\n",
+        f"def solution():\n    import numpy as np\n    return np.int64({big}) + 1\n",
+        f"def solution():\n    return sympy.Integer({big}) + 1\n",
+        "def solution():\n    import numpy as np\n    return np.int64(6) * 7\n",
+        "def solution():\n    return sympy.Integer(6) * 7\n",
+    ]
+    with PotExecutor(workers=1, timeout_s=5.0, preload=("math", "sympy", "numpy"),
+                     conventions="reft") as ex:
+        results = ex.run(programs)
+    gold = ["1", str(big), str(big), "42", "42"]
+    assert [r.status for r in results] == ["nonnumeric"] * 3 + ["ok"] * 2, results
+    assert verifiable_reward(results, gold, as_tensor=False) == [0, 0, 0, 1.0, 1.0]

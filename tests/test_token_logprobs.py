@@ -92,20 +92,28 @@ def test_inplace_backward_overwrites_the_logits_buffer(dtype):
     assert torch.equal(h.grad[1, 2:], torch.zeros_like(h.grad[1, 2:]))
 
 
-def test_inf_logits_and_extreme_values():
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_inf_logits_and_extreme_values(backend, temperature):
     logits = make_logits((2, 3, 50), torch.float32, scale=30.0)
+    logits[..., 45:] = float("-inf")  # a vocabulary padded to a round size
     logits[0, :, :10] = float("-inf")  # banned tokens
+    logits[1, 2, ::3] = float("-inf")  # a row with its own -inf entries
     logits[1, 0] += 100.0  # exp(>88) overflows fp32: the running max must keep it in range
+    banned = logits.isinf()
     logits.requires_grad_()
-    ids = torch.randint(10, 50, (2, 3))
+    ids = torch.randint(10, 45, (2, 3))
+    ids[1, 2] = 11  # not a -inf entry of its row
     grad_out = torch.randn(2, 3)
-    logp = token_logprobs(logits, ids)
+    logp = token_logprobs(logits, ids, temperature=temperature, backend=backend)
     logp.backward(grad_out)
-    ref_logp, ref_grad = reference_fwd_bwd(logits, ids, grad_out, 1.0)
+    # the reference on -1e4 instead of -inf: the same softmax, with finite logits
+    ref_logp, ref_grad = reference_fwd_bwd(logits.detach().masked_fill(banned, -1e4), ids,
+                                           grad_out, temperature)
     # fp32 rounding of logits ~ 200 limits the relative accuracy to ~1e-5
     torch.testing.assert_close(logp.double(), ref_logp, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(logits.grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
-    assert torch.equal(logits.grad[0, :, :10], torch.zeros(3, 10))
+    assert torch.equal(logits.grad[banned], torch.zeros_like(logits.grad[banned]))
 
 
 def test_real_vocab_size():

@@ -198,6 +198,20 @@ def test_from_hidden_equals_full_logits(backend, with_bias, poisoned):
     assert none is None and torch.equal(only, reward)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_from_hidden_with_a_padded_vocabulary(backend, poisoned):
+    """A -inf bias on the padding rows of the head (and on one yes id): they carry no mass."""
+    h, w = torch.randn(4, 48), torch.randn(1100, 48) * 0.5
+    bias = torch.zeros(1100)
+    bias[1030:] = -INF  # a vocabulary padded to a round size
+    bias[YES[0]] = -INF  # one yes id masked: the other ones carry the side
+    got = yon_reward_from_hidden(h, w, YES, NO, tau=0.9, delta=0.2, bias=bias, with_mass=True,
+                                 backend=backend)
+    finite = bias.masked_fill(bias.isinf(), -1e4)  # the same softmax, with finite logits
+    _check(got, yon_reward_from_hidden_reference(h, w, YES, NO, tau=0.9, delta=0.2,
+                                                 bias=finite), atol=2e-6, rtol=2e-5)
+
+
 def test_from_hidden_many_rows(poisoned):
     # 70 rows: two 64-row tiles in the fused mass GEMM; V=300 ends inside a 128-wide tile
     h, w = torch.randn(70, 40), torch.randn(300, 40) * 0.5
