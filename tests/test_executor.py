@@ -128,6 +128,30 @@ def test_bad_arguments_and_closed_executor():
         ex.submit(["def solution():\n    return 1\n"])
 
 
+def test_close_ends_submitted_batches_at_once():
+    """close() with submit()ted batches running or queued in the pool ends them at once, as it
+    does a run() in another thread: their unfinished programs get infra_error."""
+    slow = ["import time\ndef solution():\n    time.sleep(0.5)\n    return 1\n"] * 40
+    ex = PotExecutor(workers=1, timeout_s=5.0, preload=("math",), slots=2)  # ~10 s a batch
+    running = ex.submit(slow)
+    queued = [ex.submit(slow[:2]) for _ in range(5)]  # the pool runs 4 batches at a time
+    out: dict[str, list[ExecResult]] = {}
+    thread = threading.Thread(target=lambda: out.setdefault("run", ex.run(slow)))
+    thread.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    ex.close()
+    assert time.monotonic() - t0 < 3.0
+    batches = [running.result(5), *(f.result(5) for f in queued)]
+    thread.join(5)
+    batches.append(out["run"])
+    assert [len(b) for b in batches] == [40, 2, 2, 2, 2, 2, 40]
+    results = [r for b in batches for r in b]
+    assert {r.status for r in results} <= {"ok", "infra_error"}
+    ended = [r for r in results if r.status == "infra_error"]
+    assert len(ended) >= 80 and {r.error for r in ended} == {"executor closed"}
+
+
 def test_worker_replaced_after_state_change(worker_ex):
     pid0 = zygote_children(worker_ex.zygote_pids()[0])
     first = worker_ex.run(["def solution():\n    return 1\n"])[0]
