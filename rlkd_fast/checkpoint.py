@@ -77,19 +77,21 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted(p for p in Path(output_dir).glob("ckpt-*") if p.is_dir())
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
+def latest_checkpoint(output_dir: str | Path, repair: bool = True) -> Path | None:
     """The complete checkpoint to resume from, or None when the run has none.
 
     That is the one ``latest`` names; if a kill interrupted its re-save, its complete copy is
-    first moved back into place, and what killed writers left half-written is removed. When
-    ``latest`` names a missing or incomplete checkpoint (or is itself missing), the newest
+    first moved back into place, and what killed writers left half-written is removed (unless
+    ``repair=False``: then nothing on disk changes, for the other ranks of a data-parallel run).
+    When ``latest`` names a missing or incomplete checkpoint (or is itself missing), the newest
     complete one is used instead, with a warning."""
     root = Path(output_dir)
     pointer = root / LATEST
     named = root / pointer.read_text().strip() if pointer.exists() else None
-    if named is not None:
-        atomic.recover(named)
-    atomic.remove_stale(root)  # what killed writers left, once nothing more can be recovered
+    if repair:
+        if named is not None:
+            atomic.recover(named)
+        atomic.remove_stale(root)  # what killed writers left, once nothing can be recovered
     if named is not None and atomic.is_complete(named):
         return named
     complete = [p for p in checkpoints(root) if atomic.is_complete(p)]

@@ -30,6 +30,10 @@
   stop taking cores from the programs that finish.
 * **Binary results**: status byte, two doubles, a short UTF-8 error text. Nothing is unpickled;
   a returned object is converted to a float inside the sandbox (see ``rlkd_fast.pot``).
+* **Nothing left behind**: each zygote's scratch directory,
+  ``/tmp/rlkd-exec-<owner pid>-<owner start time>-XXXXXX``, goes with it on ``close``; those of
+  an owner that was killed (SIGKILL leaves it no chance) are removed when the next executor
+  starts, and only those: a directory of a live process, or another user's, stays.
 
 Isolation modes and their trade-off:
 

@@ -489,7 +489,11 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def _maybe_resume(self) -> str | None:
-        path = latest_checkpoint(self.out)
+        # The main process repairs what a kill left (and warns); the others then only read.
+        path = latest_checkpoint(self.out) if self.main else None
+        self.acc.wait_for_everyone()
+        if not self.main:
+            path = latest_checkpoint(self.out, repair=False)
         if path is None:
             return None
         state = load_trainer_state(path)
