@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rlkd_fast import atomic
+
 
 class MetricsLog:
     """Appends ``{"step": ..., **metrics}`` lines to ``metrics.jsonl``.
@@ -24,7 +26,8 @@ class MetricsLog:
         elif self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            # By rename: a kill while trimming must not lose the log.
+            atomic.write_text(self.path, "".join(line + "\n" for line in kept))
         self.tb = _tensorboard(self.path.parent)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 
 LOCK_FILE = ".lock"
@@ -40,6 +41,9 @@ class RunLock:
             raise OutputDirBusy(
                 f"output_dir {self.path.parent} is in use by another run ({holder}); wait for "
                 f"it to end or stop it, or choose another output_dir") from None
+        except OSError as err:  # a file system without locks (some network/FUSE mounts)
+            warnings.warn(f"cannot lock {self.path} ({err.strerror}): nothing stops a second "
+                          "run from writing into the same output_dir", stacklevel=2)
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         command = " ".join([os.path.basename(sys.executable), *sys.argv])[:300]
         os.ftruncate(fd, 0)

@@ -4,6 +4,7 @@ series at the right RL steps; optional TensorBoard is mentioned once."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 from pathlib import Path
@@ -135,3 +136,19 @@ def test_missing_tensorboard_is_mentioned_once(tmp_path, monkeypatch, capsys):
     assert logs[0].records() == [{"step": 1, "reward/vr": 0.5, "note": "x"}]
     err = capsys.readouterr().err
     assert err.count("pip install tensorboard") == 1
+
+
+def test_trimming_the_log_on_resume_never_loses_it(tmp_path, monkeypatch):
+    log = MetricsLog(tmp_path)
+    for step in range(1, 6):
+        log.log(step, {"x": step})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process ends before the trimmed copy replaces the log
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        MetricsLog(tmp_path, resume_step=3)
+    monkeypatch.undo()
+    assert [r["step"] for r in log.records()] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in MetricsLog(tmp_path, resume_step=3).records()] == [1, 2, 3]

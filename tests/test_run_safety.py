@@ -3,6 +3,8 @@ training saves a checkpoint that ``--resume`` continues from."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -54,6 +56,16 @@ def test_a_second_run_refuses_while_the_first_lives(tmp_path, capsys):
         RunLock(tmp_path)
     lock.release()
     RunLock(tmp_path).release()
+
+
+def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot lock .*nothing stops a second run"):
+        lock = RunLock(tmp_path)
+    lock.release()
 
 
 def test_first_ctrl_c_asks_the_second_ends_at_once():
