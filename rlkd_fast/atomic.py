@@ -82,10 +82,10 @@ def write_dir(final: str | Path, build: Callable[[Path], None], replace: bool = 
     try:
         os.replace(tmp, final)
     except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
         if aside is not None:  # put the old copy back before giving up
             os.replace(aside, final)
             raise
-        shutil.rmtree(tmp, ignore_errors=True)
         if err.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another process won the race
             return final
         raise
@@ -99,11 +99,15 @@ def write_text(path: str | Path, text: str) -> None:
     """Replace the small file ``path`` by rename: readers see the old text or the new one."""
     path = Path(path)
     tmp = _hidden(path, "tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 
