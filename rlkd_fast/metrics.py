@@ -72,14 +72,16 @@ COLORS = {"vr": "tab:blue", "yon": "tab:orange", "rerank": "tab:green"}
 
 
 def smooth(values: list[float], window: float) -> list[float]:
-    """Exponential moving average over about ``window`` points, bias-corrected at the start
-    (as TensorBoard's smoothing), so a constant series stays constant."""
-    alpha = 2.0 / (max(window, 1.0) + 1.0)
-    out, avg, weight = [], 0.0, 0.0
+    """Centred moving average over about ``window`` points, narrowed symmetrically near the
+    ends (the end points stay raw). Centred, not trailing: the figure is drawn after the fact,
+    and a trailing average lags a steep curve; a straight trend is kept as it is."""
+    sums = [0.0]
     for v in values:
-        avg = (1 - alpha) * avg + alpha * v
-        weight = (1 - alpha) * weight + alpha
-        out.append(avg / weight)
+        sums.append(sums[-1] + v)
+    n, out = len(values), []
+    for i in range(n):
+        half = min(int(window) // 2, i, n - 1 - i)
+        out.append((sums[i + half + 1] - sums[i - half]) / (2 * half + 1))
     return out
 
 
