@@ -50,11 +50,12 @@ setup(
         "pyyaml",
         "tqdm",
         "sympy",
+        "matplotlib",  # the run's curves.png
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6", "pebble>=5", "matplotlib"],
+        "test": ["pytest>=8", "ruff>=0.6", "pebble>=5"],
         "gpu": ["flash-attn", "deepspeed", "liger-kernel"],
-        "plots": ["matplotlib", "tensorboard"],
+        "tensorboard": ["tensorboard"],  # optional TensorBoard logs beside metrics.jsonl
     },
     entry_points={
         "console_scripts": [

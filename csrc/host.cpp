@@ -3,6 +3,7 @@
 // reports their in-flight programs as infrastructure errors.
 #include "host.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,6 +17,8 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 namespace rlkd {
@@ -52,6 +55,49 @@ int high_fd(int fd) {  // keep pipe ends above 9 so dup2 into 3/4 never aliases 
   int h = fcntl(fd, F_DUPFD_CLOEXEC, 10);
   close(fd);
   return h;
+}
+
+// Scratch directories are /tmp/rlkd-exec-<owner pid>-<owner start time>-XXXXXX: the name says
+// whose they are, so one whose owner was killed (SIGKILL leaves no chance to clean up) can be
+// told from one in use.
+constexpr char kScratchDir[] = "/tmp";
+constexpr char kScratchPrefix[] = "rlkd-exec-";
+
+// When the process started (clock ticks after boot: /proc/<pid>/stat field 22), 0 if there is
+// no such process. With the pid it names a process for good: a reused pid starts later.
+unsigned long long process_start(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(f, stat)) return 0;
+  size_t close = stat.rfind(')');  // the command name may hold spaces and parentheses
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 1));
+  std::string field;
+  for (int i = 3; i <= 22 && fields >> field; ++i)
+    if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
+  return 0;
+}
+
+// Removes the scratch directories of this user whose owner process is gone (a later start time
+// under the same pid is another process). Others' directories and other names are left alone.
+void remove_stale_scratch() {
+  DIR* d = opendir(kScratchDir);
+  if (!d) return;
+  std::vector<std::string> stale;
+  const size_t plen = sizeof kScratchPrefix - 1;
+  while (dirent* e = readdir(d)) {
+    if (strncmp(e->d_name, kScratchPrefix, plen) != 0) continue;
+    unsigned long long pid = 0, start = 0;
+    int used = 0;
+    if (sscanf(e->d_name + plen, "%llu-%llu-%n", &pid, &start, &used) != 2 || used == 0) continue;
+    std::string path = std::string(kScratchDir) + "/" + e->d_name;
+    struct stat st;
+    if (lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) continue;
+    if (pid == 0 || pid > 0x7fffffffULL || process_start(static_cast<pid_t>(pid)) != start)
+      stale.push_back(path);
+  }
+  closedir(d);
+  for (auto& path : stale) remove_tree(path);
 }
 
 Result infra(const std::string& why) {
@@ -99,6 +145,8 @@ bool write_within(int fd, const char* p, size_t n, int timeout_ms) {
 
 Executor::Executor(HostOptions opts) : opts_(std::move(opts)), owner_(getpid()) {
   if (opts_.workers < 1 || opts_.slots < 1) throw std::invalid_argument("workers, slots >= 1");
+  owner_start_ = process_start(owner_);
+  remove_stale_scratch();
   for (int i = 0; i < opts_.workers; ++i) {
     zygs_.push_back(std::make_unique<Zyg>());
     zygs_.back()->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -198,13 +246,14 @@ std::vector<Result> Executor::run(std::vector<std::string> sources, uint32_t tim
 }
 
 bool Executor::spawn(Zyg* z, std::string* err) {
-  char tmpl[] = "/tmp/rlkd-exec-XXXXXX";
-  if (!mkdtemp(tmpl)) {
+  std::string tmpl = std::string(kScratchDir) + "/" + kScratchPrefix + std::to_string(owner_) +
+                     "-" + std::to_string(owner_start_) + "-XXXXXX";
+  if (!mkdtemp(tmpl.data())) {
     *err = std::string("mkdtemp: ") + strerror(errno);
     return false;
   }
   z->base = tmpl;
-  chmod(tmpl, 0711);
+  chmod(tmpl.c_str(), 0711);
   int to[2], from[2];
   if (pipe2(to, O_CLOEXEC) != 0) return *err = "pipe failed", false;
   if (pipe2(from, O_CLOEXEC) != 0) {

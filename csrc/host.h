@@ -53,6 +53,7 @@ class Executor {
 
   HostOptions opts_;
   pid_t owner_;
+  unsigned long long owner_start_ = 0;  // names our scratch directories with owner_
   std::mutex m_;
   std::condition_variable started_cv_;
   std::deque<Job> queue_;

@@ -13,14 +13,13 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from rlkd_fast import prompts
+from rlkd_fast import atomic, prompts
 from rlkd_fast.config import TrainConfig
 from rlkd_fast.data import Problem, load_split
 from rlkd_fast.policy import PolicyWithValue
@@ -109,19 +108,13 @@ def _key(**parts) -> str:
 
 
 def _atomic_dir(final: Path, build) -> Path:
-    """Run ``build(tmp)`` into a temporary directory and rename it to ``final``."""
-    if final.exists():
-        return final
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with torch.random.fork_rng(devices=[]):  # a cache miss must not change the run's RNG
-        build(tmp)
-    try:
-        os.replace(tmp, final)
-    except OSError:  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    """Run ``build(tmp)`` into a temporary directory and rename it to ``final``, unless
+    ``final`` exists already (a cache hit; see ``rlkd_fast.atomic.write_dir``)."""
+    def seeded(tmp: Path) -> None:
+        with torch.random.fork_rng(devices=[]):  # a cache miss must not change the run's RNG
+            build(tmp)
+
+    return atomic.write_dir(final, seeded)
 
 
 def _tiny_tokenizer_dir(cfg: TrainConfig) -> Path:
@@ -180,15 +173,13 @@ def load_policy(cfg: TrainConfig, path: str | Path, device: torch.device,
 
 
 def save_atomic(model, tokenizer, path: str | Path) -> Path:
-    """Save a model and tokenizer to ``path`` through a temporary directory and a rename."""
-    path = Path(path)
-    shutil.rmtree(path, ignore_errors=True)
-
+    """Save a model and tokenizer to ``path``, replacing what is there, such that a complete
+    copy (the old or the new) exists at every moment (``rlkd_fast.atomic.write_dir``)."""
     def build(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _atomic_dir(path, build)
+    return atomic.write_dir(path, build, replace=True)
 
 
 def frozen_copy(policy: PolicyWithValue) -> PolicyWithValue:

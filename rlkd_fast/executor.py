@@ -30,6 +30,10 @@
   stop taking cores from the programs that finish.
 * **Binary results**: status byte, two doubles, a short UTF-8 error text. Nothing is unpickled;
   a returned object is converted to a float inside the sandbox (see ``rlkd_fast.pot``).
+* **Nothing left behind**: each zygote's scratch directory,
+  ``/tmp/rlkd-exec-<owner pid>-<owner start time>-XXXXXX``, goes with it on ``close``; those of
+  an owner that was killed (SIGKILL leaves it no chance) are removed when the next executor
+  starts, and only those: a directory of a live process, or another user's, stays.
 
 Isolation modes and their trade-off:
 
@@ -222,11 +226,22 @@ class PotExecutor:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
                     max_workers=4, thread_name_prefix="pot-executor")
-            return self._pool.submit(self.run, list(programs), timeout_s)
+            return self._pool.submit(self._run_submitted, list(programs), timeout_s)
+
+    def _run_submitted(self, programs: list[str], timeout_s: float | None) -> list[ExecResult]:
+        """``run`` for ``submit``: a batch that close() ends before or while it runs gets
+        ``infra_error`` results, as ``close`` promises, instead of an exception."""
+        try:
+            return self.run(programs, timeout_s)
+        except RuntimeError:
+            if not self._closed:
+                raise
+            return [ExecResult("infra_error", error="executor closed")] * len(programs)
 
     # -- lifecycle and introspection ----------------------------------------------------------
     def close(self) -> None:
-        """Stops the zygotes (pending programs get ``infra_error``). Idempotent."""
+        """Stops the zygotes at once: programs running or waiting, from ``run`` in other
+        threads or from ``submit``, get ``infra_error`` ("executor closed"). Idempotent."""
         with self._lock:
             if self._closed:
                 return
@@ -235,9 +250,9 @@ class PotExecutor:
         if os.getpid() != self._owner:  # a forked copy: the threads and zygotes are the parent's
             self._core.close()  # only lets go of the copies
             return
+        self._core.close()  # ends the batches in flight; then the pool's threads return
         if pool is not None:
             pool.shutdown(wait=True)
-        self._core.close()
 
     def __enter__(self) -> PotExecutor:
         return self

@@ -23,6 +23,9 @@ if __name__ == "__main__":
 import json
 import math
 import os
+import shlex
+import signal
+import threading
 import time
 from collections import defaultdict
 from contextlib import nullcontext
@@ -47,6 +50,7 @@ from rlkd_fast.ppo import (
     score_tokens,
 )
 from rlkd_fast.prompts import count_program_lines, program_from_completion, program_header
+from rlkd_fast.runlock import OutputDirBusy, RunLock
 from rlkd_fast.sft import sft_loss
 
 
@@ -85,6 +89,31 @@ class IndexStream:
         self._perm = self._permutation()
 
 
+class CtrlC:
+    """Ctrl-C (SIGINT) as a request: the first sets ``pressed`` (the loop then saves a
+    checkpoint and exits), the second ends the process at once (the default action).
+
+    Only in the main thread (where Python delivers signals); ``restore()`` puts the previous
+    handler back."""
+
+    def __init__(self):
+        self.pressed = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.pressed = True
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        print("\nCtrl-C: saving a checkpoint after this step, then stopping "
+              "(Ctrl-C again quits at once, without saving)", file=sys.stderr)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 class Trainer:
     """Holds the run's models, data and state; ``run()`` executes the configured stages."""
 
@@ -98,6 +127,7 @@ class Trainer:
         self.device = self.acc.device if cfg.device == "auto" or cpu else torch.device(cfg.device)
         self.main = self.acc.is_main_process
         self.out = Path(cfg.output_dir)
+        self.lock = RunLock(self.out) if self.main else None  # one run per output_dir
         self.timers: dict[str, float] = defaultdict(float)  # whole-run seconds per phase
         self.elapsed_before = 0.0  # wall seconds of the sessions before a resume
         torch.manual_seed(cfg.seed)  # identical initial weights (value head) on every rank
@@ -110,6 +140,7 @@ class Trainer:
         torch.manual_seed(cfg.seed + rank)  # but each rank samples its own rollouts
         self.ref: PolicyWithValue | None = None
         self.executor = None
+        self.ctrl_c: CtrlC | None = None  # the Ctrl-C handler of the running loop
         self.judges: dict[str, Any] = {}
         self.state: dict[str, Any] = {"sft_step": 0, "sft_done": False, "rl_step": 0,
                                       "initial_accuracy": None, "evals": []}
@@ -123,6 +154,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ top level
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            if self.ctrl_c is not None:
+                self.ctrl_c.restore()
+            if self.executor is not None:
+                self.executor.close()
+            if self.lock is not None:
+                self.lock.release()
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         resumed_from = self._maybe_resume() if cfg.resume else None
         self.session_start = (self.state["rl_step"], self.state["sft_step"])
@@ -160,6 +202,7 @@ class Trainer:
         model.train()
         bar = tqdm(total=total, initial=self.state["sft_step"], desc="sft",
                    disable=not (cfg.progress and self.main))
+        ctrl_c = self.ctrl_c = CtrlC()
         while self.state["sft_step"] < total:
             idx = self.streams["sft"].next(cfg.sft_batch_size)
             t = time.time()
@@ -180,9 +223,15 @@ class Trainer:
                                                    "time/sft": seconds})
             done = self.state["sft_step"] == total
             self.state["sft_done"] = done
-            if done or (cfg.save_every and self.state["sft_step"] % (cfg.save_every * 5) == 0):
-                self.checkpoint(extra={} if done else {"sft_optimizer": opt.state_dict(),
-                                                       "sft_scheduler": sched.state_dict()})
+            extra = {} if done else {"sft_optimizer": opt.state_dict(),
+                                     "sft_scheduler": sched.state_dict()}
+            saved = done or (cfg.save_every and self.state["sft_step"] % (cfg.save_every * 5) == 0)
+            if saved:
+                self.checkpoint(extra=extra)
+            if self._agree(ctrl_c.pressed):
+                bar.close()
+                self._stop(extra, saved)
+        ctrl_c.restore()
         bar.close()
         model.eval()
 
@@ -213,6 +262,7 @@ class Trainer:
         bar = tqdm(total=cfg.rl_steps, initial=self.state["rl_step"], desc=cfg.rl_stage,
                    disable=not (cfg.progress and self.main))
         last_saved = last_eval = self.state["rl_step"]
+        ctrl_c = self.ctrl_c = CtrlC()
         try:
             while self.state["rl_step"] < cfg.rl_steps:
                 t = time.time()
@@ -241,7 +291,11 @@ class Trainer:
                 if cfg.save_every and step - last_saved >= cfg.save_every:
                     self.checkpoint(extra={"rl_optimizer": opt.state_dict()})
                     last_saved = step
+                if self._agree(ctrl_c.pressed):
+                    bar.close()
+                    self._stop({"rl_optimizer": opt.state_dict()}, saved=last_saved == step)
         finally:
+            ctrl_c.restore()
             bar.close()
         self.checkpoint(extra={"rl_optimizer": opt.state_dict()})
 
@@ -425,6 +479,26 @@ class Trainer:
         self.acc.wait_for_everyone()
         return accuracy
 
+    def _agree(self, flag: bool) -> bool:
+        """Whether any rank saw ``flag`` (all ranks must stop at the same step)."""
+        if self.acc.num_processes == 1:
+            return flag
+        return self.acc.reduce(torch.tensor([float(flag)], device=self.device), "max").item() > 0
+
+    def _stop(self, extra: dict[str, Any], saved: bool) -> None:
+        """After a Ctrl-C: save a checkpoint at this step (unless just saved), say how to
+        resume, and exit with code 130."""
+        if not saved:
+            self.checkpoint(extra=extra)
+        if self.main:
+            plot_curves(self.log.records(), self.out)
+            ckpt = self.out / (self.out / "latest").read_text().strip()
+            command = (f"python -m rlkd_fast.train --config "
+                       f"{shlex.quote(str(self.out / 'config.json'))} --resume")
+            print(f"\ninterrupted: {ckpt} holds step {self._global_step()} (RL step "
+                  f"{self.state['rl_step']}); resume with\n  {command}", file=sys.stderr)
+        raise SystemExit(130)
+
     def checkpoint(self, extra: dict[str, Any] | None = None) -> None:
         self.acc.wait_for_everyone()
         if self.main:
@@ -437,7 +511,11 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def _maybe_resume(self) -> str | None:
-        path = latest_checkpoint(self.out)
+        # The main process repairs what a kill left (and warns); the others then only read.
+        path = latest_checkpoint(self.out) if self.main else None
+        self.acc.wait_for_everyone()
+        if not self.main:
+            path = latest_checkpoint(self.out, repair=False)
         if path is None:
             return None
         state = load_trainer_state(path)
@@ -506,6 +584,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     except bootstrap.DataError as err:  # the data is the user's to fix: no traceback
         print(f"{PROG}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OutputDirBusy as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        sys.exit(1)
     return trainer.run()
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -126,6 +128,81 @@ def test_bad_arguments_and_closed_executor():
         ex.run(["def solution():\n    return 1\n"])
     with pytest.raises(RuntimeError):
         ex.submit(["def solution():\n    return 1\n"])
+
+
+def test_close_ends_submitted_batches_at_once():
+    """close() with submit()ted batches running or queued in the pool ends them at once, as it
+    does a run() in another thread: their unfinished programs get infra_error."""
+    slow = ["import time\ndef solution():\n    time.sleep(0.5)\n    return 1\n"] * 40
+    ex = PotExecutor(workers=1, timeout_s=5.0, preload=("math",), slots=2)  # ~10 s a batch
+    running = ex.submit(slow)
+    queued = [ex.submit(slow[:2]) for _ in range(5)]  # the pool runs 4 batches at a time
+    out: dict[str, list[ExecResult]] = {}
+    thread = threading.Thread(target=lambda: out.setdefault("run", ex.run(slow)))
+    thread.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    ex.close()
+    assert time.monotonic() - t0 < 3.0
+    batches = [running.result(5), *(f.result(5) for f in queued)]
+    thread.join(5)
+    batches.append(out["run"])
+    assert [len(b) for b in batches] == [40, 2, 2, 2, 2, 2, 40]
+    results = [r for b in batches for r in b]
+    assert {r.status for r in results} <= {"ok", "infra_error"}
+    ended = [r for r in results if r.status == "infra_error"]
+    assert len(ended) >= 80 and {r.error for r in ended} == {"executor closed"}
+
+
+HOLD_EXECUTOR = ("import time\nfrom rlkd_fast.executor import PotExecutor\n"
+                 "ex = PotExecutor(workers=2, preload=())\n"
+                 "print(*ex.zygote_pids(), flush=True)\ntime.sleep(300)\n")
+
+
+def scratch_dirs(pid: int) -> list[Path]:
+    return sorted(Path("/tmp").glob(f"rlkd-exec-{pid}-*"))
+
+
+def process_start(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def test_scratch_dirs_of_a_killed_owner_are_removed_at_the_next_start(tmp_path):
+    """SIGKILL leaves a process no chance to remove its zygotes' scratch directories; the next
+    executor to start removes them, and only those whose owner is gone."""
+    owners = [subprocess.Popen([sys.executable, "-c", HOLD_EXECUTOR], stdout=subprocess.PIPE,
+                               text=True) for _ in range(2)]
+    victim, survivor = owners
+    try:
+        zygotes = [int(p) for p in victim.stdout.readline().split()]
+        survivor.stdout.readline()
+        doomed, kept = scratch_dirs(victim.pid), scratch_dirs(survivor.pid)
+        assert len(doomed) == len(kept) == 2 and all(d.is_dir() for d in doomed + kept)
+        victim.kill()
+        victim.wait()
+        for _ in range(500):  # the zygotes die with their owner (PDEATHSIG)
+            if not any(Path(f"/proc/{z}").exists() for z in zygotes):
+                break
+            time.sleep(0.01)
+        assert all(d.is_dir() for d in doomed)  # nothing removed them so far
+        me = os.getpid()
+        reused = Path(f"/tmp/rlkd-exec-{me}-{process_start(me) - 1}-abcdef")  # pid reused
+        mine = Path(f"/tmp/rlkd-exec-{me}-{process_start(me)}-abcdef")  # alive
+        unrelated = Path("/tmp/rlkd-exec-123456")  # another naming: not ours to judge
+        for d in (reused, mine, unrelated):
+            (d / "p1").mkdir(parents=True, exist_ok=True)
+        try:
+            with PotExecutor(workers=1, preload=()) as ex:
+                assert ex.run(["def solution():\n    return 1\n"])[0].value == 1.0
+            assert not any(d.exists() for d in doomed) and not reused.exists()
+            assert all(d.is_dir() for d in kept) and mine.is_dir() and unrelated.is_dir()
+        finally:
+            for d in (reused, mine, unrelated):
+                shutil.rmtree(d, ignore_errors=True)
+    finally:
+        for proc in owners:
+            proc.kill()
+            proc.wait()
 
 
 def test_worker_replaced_after_state_change(worker_ex):

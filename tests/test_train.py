@@ -56,6 +56,7 @@ def test_sft_then_ppo_writes_summary_metrics_and_checkpoint(tmp_path, cache):
         assert key in rl[-1], key
     assert any(r.get("stage") == "sft" for r in records)
     assert (tmp_path / "latest").exists() and (tmp_path / "reference").is_dir()
+    assert (tmp_path / "curves.png").stat().st_size > 10_000  # the overview figure
 
 
 def test_grpo_stage_runs_without_value_head(tmp_path, cache):
