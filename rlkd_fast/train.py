@@ -127,12 +127,12 @@ class Trainer:
         self.device = self.acc.device if cfg.device == "auto" or cpu else torch.device(cfg.device)
         self.main = self.acc.is_main_process
         self.out = Path(cfg.output_dir)
-        self.lock = RunLock(self.out) if self.main else None  # one run per output_dir
         self.timers: dict[str, float] = defaultdict(float)  # whole-run seconds per phase
         self.elapsed_before = 0.0  # wall seconds of the sessions before a resume
         torch.manual_seed(cfg.seed)  # identical initial weights (value head) on every rank
 
-        self.data = bootstrap.load_data(cfg)
+        self.data = bootstrap.load_data(cfg)  # read-only: bad data leaves output_dir untouched
+        self.lock = RunLock(self.out) if self.main else None  # one run per output_dir
         self.student_path = bootstrap.resolve_student(cfg, self.data, main=self.main)
         self.acc.wait_for_everyone()
         self.policy, self.tokenizer = bootstrap.load_policy(cfg, self.student_path, self.device)
