@@ -82,8 +82,8 @@ def test_bench_gae_ppo(B, T):
 
     def ours():
         adv, ret = gae(rewards, old_values, bool_mask, GAMMA, LAM, whiten=True)
-        loss, _ = ppo_loss(logp, old_logp, adv, bool_mask, values, old_values, ret, CLIP,
-                           VALUE_CLIP, VF_COEF)
+        loss, _ = ppo_loss(logp, old_logp, adv, bool_mask, values, old_values, ret, clip=CLIP,
+                           value_clip=VALUE_CLIP, vf_coef=VF_COEF)
         return torch.autograd.grad(loss, (logp, values))
 
     # the two pipelines agree before anything is timed
@@ -115,8 +115,8 @@ def test_bench_gae_ppo(B, T):
          "scan + whitening, 2 launches")
     _add(table, "gae+ppo fwd+bwd", size, "ours: loss only",
          lambda: torch.autograd.grad(
-             ppo_loss(logp, old_logp, adv, bool_mask, values, old_values, ret, CLIP,
-                      VALUE_CLIP, VF_COEF)[0], (logp, values)),
+             ppo_loss(logp, old_logp, adv, bool_mask, values, old_values, ret, clip=CLIP,
+                      value_clip=VALUE_CLIP, vf_coef=VF_COEF)[0], (logp, values)),
          nbytes, "3 launches: fwd, finalize, bwd")
     table.report(baseline_impl="loop+eager")
 

@@ -1,11 +1,20 @@
-"""rlkd_fast.kernels: fused Triton kernels for the RL hot spots, each with a PyTorch reference.
+"""rlkd_fast.kernels: fused Triton kernels for the RL hot spots.
 
 Depends on torch and triton only, so other RL codebases can take just these ops::
 
     from rlkd_fast.kernels import gae, ppo_loss, token_logprobs, fused_ppo_loss, yon_reward
 
 Every op takes ``backend="auto" | "triton" | "torch"``: ``auto`` runs Triton on CUDA tensors (and
-on CPU tensors under ``TRITON_INTERPRET=1``), the reference otherwise.
+on CPU tensors under ``TRITON_INTERPRET=1``), the vectorised PyTorch version (``*_reference``)
+otherwise.
+
+One file per op, laid out in one order: the module docstring with the maths; the ``@triton.jit``
+kernels; the launchers; the registered op (``torch.library``, so ``torch.compile`` traces
+through it) and its autograd; the torch backend; the public function, whose docstring gives
+every shape and dtype. Helpers shared by several ops live in ``_common`` (backend choice, input
+checks, reductions, row-wise launch shapes) and ``_logits`` (the vocabulary-row helpers of
+``token_logprobs`` and ``fused_ppo_loss``). ``naive`` holds the obvious version of each op, plain
+loops in float64, which the tests hold both backends to.
 """
 
 if __name__ == "kernels":

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from rlkd_fast.reductions import REDUCTIONS
+
 try:
     import triton
     import triton.language as tl
@@ -103,6 +105,21 @@ def as_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     if mask.dtype.is_complex:
         raise TypeError("mask must be bool, integer or floating, got complex")
     return (mask != 0).to(torch.float32)
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def reduce_tokens(x: torch.Tensor, valid: torch.Tensor, reduction: str) -> torch.Tensor:
+    """``x`` [B, T] reduced over its ``valid`` [B, T] bool entries as ``reduction`` says (see
+    ``rlkd_fast.reductions``); entries outside ``valid`` (even inf or NaN) are never read."""
+    x = torch.where(valid, x, 0)
+    n = valid.sum(-1).to(x.dtype)
+    if reduction == "token-mean":
+        return x.sum() / n.sum().clamp(min=1)
+    return (x.sum(-1) / n.clamp(min=1)).sum() / (n > 0).sum().clamp(min=1)
 
 
 def next_pow2(n: int) -> int:

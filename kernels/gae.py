@@ -43,9 +43,9 @@ __all__ = ["gae", "gae_reference", "masked_whiten"]
 WHITEN_EPS = 1e-8  # added to the variance before the square root, as TRL and ReFT do
 
 
-# ------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Triton kernels
-# ------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 if HAS_TRITON:
 
     @triton.jit
@@ -159,6 +159,9 @@ if HAS_TRITON:
             tl.store(ADV + rows64 * stride_o + t, tl.where(valid, (a - mean) * rstd, 0.0), mask=ok)
 
 
+# --------------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------------
 def _gae_triton(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
                 gamma: float, lam: float, whiten: bool, block: tuple[int, int] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,6 +191,9 @@ def _gae_triton(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor 
     return adv, ret
 
 
+# --------------------------------------------------------------------------------------------------
+# Registered op (opaque to torch.compile)
+# --------------------------------------------------------------------------------------------------
 # torch.compile sees the kernel launch as one opaque op with a shape-only fake.
 @custom_op("rlkd_fast::gae", mutates_args=())
 def _gae_op(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
@@ -201,9 +207,9 @@ def _(rewards, values, mask, gamma, lam, whiten):
     return adv, torch.empty_like(adv)
 
 
-# ------------------------------------------------------------------------------------------------
-# Plain-PyTorch reference
-# ------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+# Torch backend
+# --------------------------------------------------------------------------------------------------
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor | None, eps: float = WHITEN_EPS
                   ) -> torch.Tensor:
     """``(x - mean) / sqrt(var + eps)`` over the valid entries of ``x`` (any shape), 0 elsewhere.
@@ -267,9 +273,9 @@ def gae_reference(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tenso
     return adv, ret
 
 
-# ------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Public function
-# ------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None,
         gamma: float = 1.0, lam: float = 0.95, whiten: bool = False, backend: str = "auto"
         ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,6 +29,9 @@ if HAS_TRITON:
 __all__ = ["grpo_advantages", "grpo_advantages_reference"]
 
 
+# --------------------------------------------------------------------------------------------------
+# Triton kernels
+# --------------------------------------------------------------------------------------------------
 if HAS_TRITON:
 
     @triton.jit
@@ -52,6 +55,9 @@ if HAS_TRITON:
         tl.store(OUT + offs, tl.where(flat, 0.0, adv), mask=ok)
 
 
+# --------------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------------
 def _grpo_triton(rewards: torch.Tensor, group_size: int, eps: float, scale: bool,
                  block_n: int | None = None) -> torch.Tensor:
     """Launch the kernel; ``block_n`` (groups per program) overrides the heuristic."""
@@ -70,6 +76,9 @@ def _grpo_triton(rewards: torch.Tensor, group_size: int, eps: float, scale: bool
     return out
 
 
+# --------------------------------------------------------------------------------------------------
+# Registered op (opaque to torch.compile)
+# --------------------------------------------------------------------------------------------------
 @custom_op("rlkd_fast::grpo_advantages", mutates_args=())
 def _grpo_op(rewards: torch.Tensor, group_size: int, eps: float, scale: bool) -> torch.Tensor:
     return _grpo_triton(rewards, group_size, eps, scale)
@@ -80,6 +89,9 @@ def _(rewards, group_size, eps, scale):
     return rewards.new_empty(rewards.shape, dtype=torch.float32)
 
 
+# --------------------------------------------------------------------------------------------------
+# Torch backend
+# --------------------------------------------------------------------------------------------------
 def grpo_advantages_reference(rewards: torch.Tensor, group_size: int, eps: float = 1e-6,
                               scale: bool = True) -> torch.Tensor:
     """:func:`grpo_advantages` in plain PyTorch; float64 in, float64 out (else float32)."""
@@ -94,6 +106,9 @@ def grpo_advantages_reference(rewards: torch.Tensor, group_size: int, eps: float
     return torch.where(flat, 0, adv).reshape(-1)
 
 
+# --------------------------------------------------------------------------------------------------
+# Public function
+# --------------------------------------------------------------------------------------------------
 def grpo_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6,
                     scale: bool = True, backend: str = "auto") -> torch.Tensor:
     """Group-normalised advantages.

@@ -1,7 +1,7 @@
 """Clipped PPO surrogate + clipped value loss on per-token tensors, with the gradients written in
 the forward pass.
 
-Per valid token (PAPER_NOTES, "PPO as in ReFT"), with rho = exp(min(logp - logp_old, 20)):
+Per valid token (``docs/method.md``, "PPO"), with rho = exp(min(logp - logp_old, 20)):
 
     policy  = max(-A * rho, -A * clip(rho, 1 - clip, 1 + clip_high))   (clip_high = clip unless set)
               (dual clip c: for A < 0, min(policy, -A * c), as in verl)
@@ -43,11 +43,13 @@ from ._common import (
     MASK_DTYPES,
     check_nonempty,
     check_range,
+    check_reduction,
     check_same,
     check_tensor,
     custom_op,
     mask_arg,
     next_pow2,
+    reduce_tokens,
     resolve_backend,
     row_blocks,
     rows_arg,
@@ -57,9 +59,8 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-__all__ = ["REDUCTIONS", "STAT_NAMES", "ppo_loss", "ppo_loss_reference"]
+__all__ = ["STAT_NAMES", "ppo_loss", "ppo_loss_reference"]
 
-REDUCTIONS = ("seq-mean-token-mean", "token-mean")
 # Stats, each reduced like the loss. clip_frac: share of tokens whose clipped surrogate is the
 # larger (the ratio is clipped); approx_kl: 0.5 * (logp - logp_old)^2 (TRL, ReFT).
 STAT_NAMES = ("policy_loss", "value_loss", "clip_frac", "approx_kl", "value_clip_frac",
@@ -67,9 +68,9 @@ STAT_NAMES = ("policy_loss", "value_loss", "clip_frac", "approx_kl", "value_clip
 # The kernels' partial sums and stats vector hold these 7 stats then the denominator (8 floats).
 
 
-# ------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Triton kernels
-# ------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 if HAS_TRITON:
     _LOG_RATIO_MAX = tl.constexpr(LOG_RATIO_MAX)
 
@@ -201,6 +202,9 @@ if HAS_TRITON:
             tl.store(DV + offs, tl.load(GV + offs, mask=ok, other=0.0) * scale, mask=ok)
 
 
+# --------------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------------
 def _ppo_fwd_triton(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
     mask: torch.Tensor | None, values: torch.Tensor | None, old_values: torch.Tensor | None,
@@ -256,6 +260,9 @@ def _ppo_bwd_triton(grad_loss: torch.Tensor, stats: torch.Tensor, glp: torch.Ten
     return dlp, (dv if has_v else torch.empty_like(gv))  # outputs never alias inputs
 
 
+# --------------------------------------------------------------------------------------------------
+# Registered ops (opaque to torch.compile) and autograd
+# --------------------------------------------------------------------------------------------------
 # torch.compile sees forward and backward as two opaque ops with shape-only fakes.
 @custom_op("rlkd_fast::ppo_loss_fwd", mutates_args=())
 def _ppo_fwd_op(
@@ -334,16 +341,15 @@ class _PPOLoss(torch.autograd.Function):
         return _backward_with(_ppo_bwd_triton, ctx, grad_loss)
 
 
-# ------------------------------------------------------------------------------------------------
-# Plain-PyTorch reference
-# ------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+# Torch backend
+# --------------------------------------------------------------------------------------------------
 def ppo_loss_reference(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
     mask: torch.Tensor | None, values: torch.Tensor | None = None,
     old_values: torch.Tensor | None = None, returns: torch.Tensor | None = None,
-    clip: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1,
-    dual_clip: float | None = None, reduction: str = "seq-mean-token-mean",
-    clip_high: float | None = None,
+    clip: float = 0.2, clip_high: float | None = None, dual_clip: float | None = None,
+    value_clip: float = 0.2, vf_coef: float = 0.1, reduction: str = "seq-mean-token-mean",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`ppo_loss` in plain PyTorch, differentiable by autograd.
 
@@ -357,14 +363,8 @@ def ppo_loss_reference(
     def take(x: torch.Tensor) -> torch.Tensor:  # masked entries never reach the math
         return torch.where(valid, x.to(dt), zero)
 
-    n = valid.sum(-1).to(dt)
-    if reduction == "seq-mean-token-mean":
-        def reduce(x: torch.Tensor) -> torch.Tensor:
-            rows = take(x).sum(-1) / n.clamp(min=1)
-            return rows.sum() / (n > 0).sum().clamp(min=1)
-    else:
-        def reduce(x: torch.Tensor) -> torch.Tensor:
-            return take(x).sum() / n.sum().clamp(min=1)
+    def reduce(x: torch.Tensor) -> torch.Tensor:
+        return reduce_tokens(take(x), valid, reduction)
 
     a = take(advantages)
     log_ratio = take(logprobs) - take(old_logprobs)
@@ -397,11 +397,11 @@ def ppo_loss_reference(
     return loss, {k: s.detach() for k, s in stats.items()}
 
 
-# ------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Public function
-# ------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _check(logprobs, old_logprobs, advantages, mask, values, old_values, returns, clip,
-           clip_high, value_clip, vf_coef, dual_clip, reduction) -> None:
+           clip_high, dual_clip, value_clip, vf_coef, reduction) -> None:
     for name, x in (("logprobs", logprobs), ("old_logprobs", old_logprobs),
                     ("advantages", advantages), ("values", values), ("old_values", old_values),
                     ("returns", returns)):
@@ -416,8 +416,7 @@ def _check(logprobs, old_logprobs, advantages, mask, values, old_values, returns
         raise ValueError("values and returns go together: pass both for a value loss, or neither")
     if old_values is not None and values is None:
         raise ValueError("old_values given without values")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_reduction(reduction)
     check_range("clip", clip, 0.0, float("inf"))
     if clip_high is not None:
         check_range("clip_high", clip_high, 0.0, float("inf"))
@@ -431,9 +430,9 @@ def ppo_loss(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
     mask: torch.Tensor | None, values: torch.Tensor | None = None,
     old_values: torch.Tensor | None = None, returns: torch.Tensor | None = None,
-    clip: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1,
-    dual_clip: float | None = None, reduction: str = "seq-mean-token-mean",
-    clip_high: float | None = None, backend: str = "auto",
+    clip: float = 0.2, clip_high: float | None = None, dual_clip: float | None = None,
+    value_clip: float = 0.2, vf_coef: float = 0.1, reduction: str = "seq-mean-token-mean",
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO clipped surrogate + clipped value loss, differentiable w.r.t. logprobs and values.
 
@@ -449,12 +448,12 @@ def ppo_loss(
         clip: PPO ratio clip epsilon (>= 0): the ratio is clipped to [1 - clip, 1 + clip_high].
             The ratio itself is ``exp(min(logp - old_logprobs, 20))``: exact wherever the
             selected branch needs no ratio above e^20, see the module docstring.
+        clip_high: upper clip epsilon (>= 0; DAPO's clip-higher); None = ``clip``.
+        dual_clip: None, or c > 1 to bound the loss of negative-advantage tokens by -A * c.
         value_clip: >= 0. vf_coef: value-loss weight (>= 0); 0 leaves the value term out of
             the loss and its gradient entirely (the ``value_loss`` stat is still reported).
-        dual_clip: None, or c > 1 to bound the loss of negative-advantage tokens by -A * c.
         reduction: "seq-mean-token-mean" (mean over each row's valid tokens, then over the rows
             that have any) or "token-mean" (mean over all valid tokens).
-        clip_high: upper clip epsilon (>= 0; DAPO's clip-higher); None = ``clip``.
         backend: "auto" | "triton" | "torch".
 
     Returns:
@@ -465,13 +464,14 @@ def ppo_loss(
     Gradients reach ``logprobs`` and ``values`` only, in their own dtypes.
     """
     _check(logprobs, old_logprobs, advantages, mask, values, old_values, returns, clip,
-           clip_high, value_clip, vf_coef, dual_clip, reduction)
+           clip_high, dual_clip, value_clip, vf_coef, reduction)
     if resolve_backend(backend, logprobs) == "torch":
         loss, stats = ppo_loss_reference(
             logprobs, old_logprobs.detach(), advantages.detach(), mask, values,
             None if old_values is None else old_values.detach(),
             None if returns is None else returns.detach(),
-            clip, value_clip, vf_coef, dual_clip, reduction, clip_high)
+            clip=clip, clip_high=clip_high, dual_clip=dual_clip, value_clip=value_clip,
+            vf_coef=vf_coef, reduction=reduction)
         return loss.float(), {k: s.float() for k, s in stats.items()}
 
     need_grad = torch.is_grad_enabled() and (

@@ -57,8 +57,9 @@ _HEAD_CHUNK = 4096  # lm_head rows per streamed chunk for the exact mass from hi
 _DOT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # weights the fused mass takes
 
 
-# ----------------------------------------------------------------------------- Triton kernels
-
+# --------------------------------------------------------------------------------------------------
+# Triton kernels
+# --------------------------------------------------------------------------------------------------
 if HAS_TRITON:
 
     @triton.jit
@@ -205,137 +206,9 @@ if HAS_TRITON:
         tl.store(part_l_ptr + rb * n_vt + vt, lsum, mask=b_ok)
 
 
-# ----------------------------------------------------------------------------- input checks
-
-
-def _as_ids(name: str, ids: IdsLike, vocab: int) -> tuple[int, ...]:
-    """Token ids as a tuple of Python ints, duplicates dropped (order kept), range-checked."""
-    if isinstance(ids, torch.Tensor):
-        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
-        if ids.dim() > 1:
-            raise ValueError(f"{name} must be 1-D, got shape {tuple(ids.shape)}")
-        values = ids.reshape(-1).tolist()
-    elif hasattr(ids, "__index__") and not isinstance(ids, bool):
-        values = [ids]
-    elif isinstance(ids, Sequence) and not isinstance(ids, str):
-        values = list(ids)
-    else:
-        raise TypeError(f"{name} must be an int, a sequence of ints or a 1-D integer tensor, "
-                        f"got {type(ids).__name__}")
-    if not values:
-        raise ValueError(f"{name} is empty: each side needs at least one token id")
-    for i, v in enumerate(values):
-        if isinstance(v, bool) or not hasattr(v, "__index__"):
-            raise TypeError(f"{name} must hold ints, got {v!r}")
-        values[i] = v = operator.index(v)  # numpy integers too
-        if not 0 <= v < vocab:
-            raise ValueError(f"{name} holds token id {v}, outside the vocabulary [0, {vocab})")
-    return tuple(dict.fromkeys(values))
-
-
-_checked_ids: dict[tuple, tuple[tuple, tuple]] = {}
-
-
-def _check_ids(yes_ids: IdsLike, no_ids: IdsLike, vocab: int) -> tuple[tuple, tuple]:
-    """(yes, no) as validated tuples. Ids given as Python ints (alone, in a list or a tuple) are
-    checked once and cached, since a judge passes the same few ids on every call."""
-    key = (_int_key(yes_ids), _int_key(no_ids), vocab)
-    if key in _checked_ids:
-        return _checked_ids[key]
-    yes, no = _as_ids("yes_ids", yes_ids, vocab), _as_ids("no_ids", no_ids, vocab)
-    both = set(yes) & set(no)
-    if both:
-        raise ValueError(f"yes_ids and no_ids must be disjoint; both hold {sorted(both)}")
-    if None not in key:
-        _checked_ids[key] = (yes, no)
-    return yes, no
-
-
-def _int_key(ids) -> tuple | None:
-    """``ids`` as a tuple if it is an int or a list/tuple of exact ints, else None."""
-    items = (ids,) if type(ids) is int else ids
-    if isinstance(items, list | tuple) and all(type(v) is int for v in items):
-        return tuple(items)
-    return None
-
-
-def _check_hyper(tau: float, delta: float) -> None:
-    if not (isinstance(tau, int | float) and tau > 0 and tau != float("inf")):
-        raise ValueError(f"tau must be a finite number > 0, got {tau}")
-    check_range("delta", delta, 0.0, 1.0)
-
-
-def _check_logits(logits: torch.Tensor) -> None:
-    check_tensor("logits", logits, ndim=2)
-    check_nonempty("logits", logits)
-
-
-# ----------------------------------------------------------------------------- references
-
-
-def yon_reward_reference(
-    logits: torch.Tensor, yes_ids: IdsLike, no_ids: IdsLike, tau: float = 1.0, delta: float = 0.5
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain-PyTorch YoN reward and mass, computed in float64 (memory: B*V*8 bytes).
-
-    logits [B, V] any float dtype -> (reward [B], mass [B]) float64.
-    """
-    _check_logits(logits)
-    _check_hyper(tau, delta)
-    yes, no = _check_ids(yes_ids, no_ids, logits.shape[1])
-    x = logits.detach().double()
-    gap = x[:, list(yes)].logsumexp(-1) - x[:, list(no)].logsumexp(-1)
-    s = torch.sigmoid(gap / tau)
-    reward = torch.where(s >= delta, s, torch.zeros_like(s))
-    mass = torch.softmax(x, -1)[:, list(yes + no)].sum(-1)
-    return reward, mass
-
-
-def yon_reward_from_hidden_reference(
-    hidden: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    yes_ids: IdsLike,
-    no_ids: IdsLike,
-    tau: float = 1.0,
-    delta: float = 0.5,
-    bias: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The obvious version: full logits ``hidden @ W.T (+ bias)`` in float64, then
-    :func:`yon_reward_reference`. hidden [B, H], W [V, H], bias [V] -> (reward, mass) [B] fp64."""
-    logits = hidden.detach().double() @ lm_head_weight.detach().double().T
-    if bias is not None:
-        logits = logits + bias.detach().double()
-    return yon_reward_reference(logits, yes_ids, no_ids, tau, delta)
-
-
-def _score_torch(
-    z_yes: torch.Tensor, z_no: torch.Tensor, tau: float, delta: float
-) -> torch.Tensor:
-    """Reward [B] fp32 from the id logits of each side ([B, k_yes], [B, k_no]), in float64."""
-    gap = z_yes.double().logsumexp(-1) - z_no.double().logsumexp(-1)
-    s = torch.sigmoid(gap / tau)
-    return torch.where(s >= delta, s, torch.zeros_like(s)).float()
-
-
-def _yon_reward_torch(
-    logits: torch.Tensor, yes: tuple, no: tuple, tau: float, delta: float, with_mass: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Torch backend: the id gathers in float64, the row logsumexp in fp32 over [B, V]."""
-    reward = _score_torch(logits[:, list(yes)], logits[:, list(no)], tau, delta)
-    if not with_mass:
-        return reward, None
-    x = logits.float()
-    m = x.amax(-1, keepdim=True)
-    m = torch.where(m == float("-inf"), 0.0, m)
-    # shifted by the row max, not by the lse: exact at |logits| ~ 1e4, where lse's ulp is 1e-3
-    total = (x - m).exp().sum(-1)
-    mass = (x[:, list(yes + no)] - m).exp().sum(-1) / total
-    return reward, mass
-
-
-# ----------------------------------------------------------------------------- launchers
-
+# --------------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------------
 _ids_cache: dict[tuple, torch.Tensor] = {}
 _ticket_cache: dict[tuple, torch.Tensor] = {}
 
@@ -399,28 +272,6 @@ def _yon_reward_triton(
     return reward, (mass if with_mass else None)
 
 
-def _head_logsumexp(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
-    """logsumexp over V of ``hidden @ W.T + bias`` as (max, sum of exp(logit - max)), [B] fp32
-    each, streaming W in chunks of rows: the largest temporary is [B, _HEAD_CHUNK] fp32."""
-    rows = hidden.shape[0]
-    fast = (hidden.is_cuda and hidden.dtype in (torch.float16, torch.bfloat16)
-            and weight.dtype == hidden.dtype)
-    h32 = hidden if fast else hidden.float()
-    m = torch.full((rows,), float("-inf"), device=hidden.device)
-    total = torch.zeros(rows, device=hidden.device)
-    for c0 in range(0, weight.shape[0], _HEAD_CHUNK):
-        w = weight[c0:c0 + _HEAD_CHUNK]
-        # fp32 logits: bf16-rounded ones would move the lse by up to ~0.1 at |logit| ~ 30
-        z = torch.mm(h32, w.T, out_dtype=torch.float32) if fast else h32 @ w.float().T
-        if bias is not None:
-            z = z + bias[c0:c0 + _HEAD_CHUNK].float()
-        m_new = torch.maximum(m, z.amax(-1))
-        shift = torch.where(m_new == float("-inf"), 0.0, m_new)
-        total = total * (m - shift).exp() + (z - shift[:, None]).exp().sum(-1)
-        m = m_new
-    return torch.where(m == float("-inf"), 0.0, m), total
-
-
 def _head_lse_triton(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
     """As :func:`_head_logsumexp` in one fused GEMM + online-logsumexp launch (plus a tiny merge
     of the per-tile partials). Hidden is cast to the weight's dtype (as the lm_head would);
@@ -447,16 +298,6 @@ def _head_lse_triton(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     m = part_m.amax(-1)
     shift = torch.where(m == float("-inf"), 0.0, m)
     return shift, (part_l * (part_m - shift[:, None]).exp()).sum(-1)
-
-
-def _id_logits_torch(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ids: list[int]
-) -> torch.Tensor:
-    """[B, k] float64 logits of the ids only: [B,H] x [H,k] with the gathered head rows."""
-    z = hidden.double() @ weight[ids].double().T
-    if bias is not None:
-        z = z + bias[ids].double()
-    return z
 
 
 def _yon_hidden_triton(
@@ -486,10 +327,10 @@ def _yon_hidden_triton(
     return reward, z
 
 
-# ----------------------------------------------------------------------------- custom ops
+# --------------------------------------------------------------------------------------------------
+# Registered ops (opaque to torch.compile)
+# --------------------------------------------------------------------------------------------------
 # Registered so torch.compile traces a caller without breaking its graph at the kernel.
-
-
 @custom_op("rlkd_fast::yon_reward", mutates_args=())
 def _yon_reward_op(
     logits: torch.Tensor, yes_ids: list[int], no_ids: list[int], tau: float, delta: float,
@@ -523,7 +364,160 @@ def _(hidden, weight, bias, yes_ids, no_ids, tau, delta):
             hidden.new_empty(rows, k, dtype=torch.float32))
 
 
-# ----------------------------------------------------------------------------- public API
+# --------------------------------------------------------------------------------------------------
+# Torch backend
+# --------------------------------------------------------------------------------------------------
+def yon_reward_reference(
+    logits: torch.Tensor, yes_ids: IdsLike, no_ids: IdsLike, tau: float = 1.0, delta: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain-PyTorch YoN reward and mass, computed in float64 (memory: B*V*8 bytes).
+
+    logits [B, V] any float dtype -> (reward [B], mass [B]) float64.
+    """
+    _check_logits(logits)
+    _check_hyper(tau, delta)
+    yes, no = _check_ids(yes_ids, no_ids, logits.shape[1])
+    x = logits.detach().double()
+    gap = x[:, list(yes)].logsumexp(-1) - x[:, list(no)].logsumexp(-1)
+    s = torch.sigmoid(gap / tau)
+    reward = torch.where(s >= delta, s, torch.zeros_like(s))
+    mass = torch.softmax(x, -1)[:, list(yes + no)].sum(-1)
+    return reward, mass
+
+
+def yon_reward_from_hidden_reference(
+    hidden: torch.Tensor, lm_head_weight: torch.Tensor, yes_ids: IdsLike, no_ids: IdsLike,
+    tau: float = 1.0, delta: float = 0.5, bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The obvious version: full logits ``hidden @ W.T (+ bias)`` in float64, then
+    :func:`yon_reward_reference`. hidden [B, H], W [V, H], bias [V] -> (reward, mass) [B] fp64."""
+    logits = hidden.detach().double() @ lm_head_weight.detach().double().T
+    if bias is not None:
+        logits = logits + bias.detach().double()
+    return yon_reward_reference(logits, yes_ids, no_ids, tau, delta)
+
+
+def _head_logsumexp(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """logsumexp over V of ``hidden @ W.T + bias`` as (max, sum of exp(logit - max)), [B] fp32
+    each, streaming W in chunks of rows: the largest temporary is [B, _HEAD_CHUNK] fp32."""
+    rows = hidden.shape[0]
+    fast = (hidden.is_cuda and hidden.dtype in (torch.float16, torch.bfloat16)
+            and weight.dtype == hidden.dtype)
+    h32 = hidden if fast else hidden.float()
+    m = torch.full((rows,), float("-inf"), device=hidden.device)
+    total = torch.zeros(rows, device=hidden.device)
+    for c0 in range(0, weight.shape[0], _HEAD_CHUNK):
+        w = weight[c0:c0 + _HEAD_CHUNK]
+        # fp32 logits: bf16-rounded ones would move the lse by up to ~0.1 at |logit| ~ 30
+        z = torch.mm(h32, w.T, out_dtype=torch.float32) if fast else h32 @ w.float().T
+        if bias is not None:
+            z = z + bias[c0:c0 + _HEAD_CHUNK].float()
+        m_new = torch.maximum(m, z.amax(-1))
+        shift = torch.where(m_new == float("-inf"), 0.0, m_new)
+        total = total * (m - shift).exp() + (z - shift[:, None]).exp().sum(-1)
+        m = m_new
+    return torch.where(m == float("-inf"), 0.0, m), total
+
+
+def _id_logits_torch(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ids: list[int]
+) -> torch.Tensor:
+    """[B, k] float64 logits of the ids only: [B,H] x [H,k] with the gathered head rows."""
+    z = hidden.double() @ weight[ids].double().T
+    if bias is not None:
+        z = z + bias[ids].double()
+    return z
+
+
+def _score_torch(
+    z_yes: torch.Tensor, z_no: torch.Tensor, tau: float, delta: float
+) -> torch.Tensor:
+    """Reward [B] fp32 from the id logits of each side ([B, k_yes], [B, k_no]), in float64."""
+    gap = z_yes.double().logsumexp(-1) - z_no.double().logsumexp(-1)
+    s = torch.sigmoid(gap / tau)
+    return torch.where(s >= delta, s, torch.zeros_like(s)).float()
+
+
+def _yon_reward_torch(
+    logits: torch.Tensor, yes: tuple, no: tuple, tau: float, delta: float, with_mass: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Torch backend: the id gathers in float64, the row logsumexp in fp32 over [B, V]."""
+    reward = _score_torch(logits[:, list(yes)], logits[:, list(no)], tau, delta)
+    if not with_mass:
+        return reward, None
+    x = logits.float()
+    m = x.amax(-1, keepdim=True)
+    m = torch.where(m == float("-inf"), 0.0, m)
+    # shifted by the row max, not by the lse: exact at |logits| ~ 1e4, where lse's ulp is 1e-3
+    total = (x - m).exp().sum(-1)
+    mass = (x[:, list(yes + no)] - m).exp().sum(-1) / total
+    return reward, mass
+
+
+# --------------------------------------------------------------------------------------------------
+# Public functions (input checks first)
+# --------------------------------------------------------------------------------------------------
+def _as_ids(name: str, ids: IdsLike, vocab: int) -> tuple[int, ...]:
+    """Token ids as a tuple of Python ints, duplicates dropped (order kept), range-checked."""
+    if isinstance(ids, torch.Tensor):
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+        if ids.dim() > 1:
+            raise ValueError(f"{name} must be 1-D, got shape {tuple(ids.shape)}")
+        values = ids.reshape(-1).tolist()
+    elif hasattr(ids, "__index__") and not isinstance(ids, bool):
+        values = [ids]
+    elif isinstance(ids, Sequence) and not isinstance(ids, str):
+        values = list(ids)
+    else:
+        raise TypeError(f"{name} must be an int, a sequence of ints or a 1-D integer tensor, "
+                        f"got {type(ids).__name__}")
+    if not values:
+        raise ValueError(f"{name} is empty: each side needs at least one token id")
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not hasattr(v, "__index__"):
+            raise TypeError(f"{name} must hold ints, got {v!r}")
+        values[i] = v = operator.index(v)  # numpy integers too
+        if not 0 <= v < vocab:
+            raise ValueError(f"{name} holds token id {v}, outside the vocabulary [0, {vocab})")
+    return tuple(dict.fromkeys(values))
+
+
+_checked_ids: dict[tuple, tuple[tuple, tuple]] = {}
+
+
+def _check_ids(yes_ids: IdsLike, no_ids: IdsLike, vocab: int) -> tuple[tuple, tuple]:
+    """(yes, no) as validated tuples. Ids given as Python ints (alone, in a list or a tuple) are
+    checked once and cached, since a judge passes the same few ids on every call."""
+    key = (_int_key(yes_ids), _int_key(no_ids), vocab)
+    if key in _checked_ids:
+        return _checked_ids[key]
+    yes, no = _as_ids("yes_ids", yes_ids, vocab), _as_ids("no_ids", no_ids, vocab)
+    both = set(yes) & set(no)
+    if both:
+        raise ValueError(f"yes_ids and no_ids must be disjoint; both hold {sorted(both)}")
+    if None not in key:
+        _checked_ids[key] = (yes, no)
+    return yes, no
+
+
+def _int_key(ids) -> tuple | None:
+    """``ids`` as a tuple if it is an int or a list/tuple of exact ints, else None."""
+    items = (ids,) if type(ids) is int else ids
+    if isinstance(items, list | tuple) and all(type(v) is int for v in items):
+        return tuple(items)
+    return None
+
+
+def _check_hyper(tau: float, delta: float) -> None:
+    if not (isinstance(tau, int | float) and tau > 0 and tau != float("inf")):
+        raise ValueError(f"tau must be a finite number > 0, got {tau}")
+    check_range("delta", delta, 0.0, 1.0)
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    check_tensor("logits", logits, ndim=2)
+    check_nonempty("logits", logits)
 
 
 def yon_reward(

@@ -37,9 +37,9 @@ import yaml
 
 from rlkd_fast.hub import missing_local_path
 from rlkd_fast.prompts import PROMPT_STYLES
+from rlkd_fast.reductions import REDUCTIONS
 
 STAGES = ("sft", "ppo", "grpo")
-REDUCTIONS = ("seq-mean-token-mean", "token-mean")
 #: ``device`` values: auto, cpu, mps, or an accelerator type with an optional index.
 DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 

@@ -60,3 +60,37 @@ def test_a_second_copy_of_every_kernel_module_reuses_the_ops():
     a = first["gae"].gae(rewards, values, gamma=0.9, lam=0.8)
     b = again["gae"].gae(rewards, values, gamma=0.9, lam=0.8)
     torch.testing.assert_close(a, b)
+
+
+def test_the_ppo_losses_take_their_shared_arguments_in_one_order():
+    """ppo_loss and fused_ppo_loss (and their torch and naive versions) list the arguments they
+    share in the same order, so a call reads the same for both."""
+    import inspect
+
+    from rlkd_fast.kernels import (
+        fused_ppo_loss,
+        fused_ppo_loss_reference,
+        naive,
+        ppo_loss,
+        ppo_loss_reference,
+    )
+
+    shared = ["old_logprobs", "advantages", "mask", "clip", "clip_high", "dual_clip",
+              "reduction", "backend"]
+    for fn in (ppo_loss, fused_ppo_loss, ppo_loss_reference, fused_ppo_loss_reference,
+               naive.ppo_loss_naive, naive.fused_ppo_loss_naive):
+        names = [n for n in inspect.signature(fn).parameters if n in shared]
+        assert names == [n for n in shared if n in names], fn.__name__
+        assert len(names) >= len(shared) - 1, fn.__name__  # only the references lack backend
+
+
+def test_the_config_and_the_kernels_share_one_list_of_reductions():
+    from rlkd_fast import config
+    from rlkd_fast.kernels import _common
+
+    assert config.REDUCTIONS is _common.REDUCTIONS
+    x, valid = torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool)
+    for reduction in config.REDUCTIONS:
+        assert _common.reduce_tokens(x, valid, reduction) == 1
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        _common.check_reduction("sum")

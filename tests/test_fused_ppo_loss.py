@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rlkd_fast.kernels.fused_ppo_loss import fused_ppo_loss, fused_ppo_loss_reference
+from rlkd_fast.kernels.naive import fused_ppo_loss_naive
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 GRAD_RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -31,15 +32,15 @@ def make_inputs(B, T, V, dtype, per_seq=False, with_ref=True, temperature=1.0, h
 
 def run_both(logits, ids, old, adv, mask, ref, backend="triton", grad_scale=1.0,
              fn=fused_ppo_loss, **kw):
-    """(loss, stats, grad) from ``fn`` (fused_ppo_loss) and from autograd of the float64
-    reference."""
+    """(loss, stats, grad) from ``fn`` (fused_ppo_loss) and from autograd of the float64 token
+    loop (``kernels.naive``)."""
     x = logits.clone().requires_grad_()
     loss, stats = fn(x, ids, old, adv, mask, ref_logprobs=ref, backend=backend, **kw)
     (grad_scale * loss).backward()
     x64 = logits.detach().double().requires_grad_()
     ref64 = ref.double() if ref is not None else None
-    loss64, stats64 = fused_ppo_loss_reference(x64, ids, old.double(), adv.double(), mask,
-                                               ref64, **kw)
+    loss64, stats64 = fused_ppo_loss_naive(x64, ids, old.double(), adv.double(), mask, ref64,
+                                           **kw)
     (grad_scale * loss64).backward()
     return (loss, stats, x.grad), (loss64, stats64, x64.grad)
 
@@ -395,6 +396,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 tlp = importlib.import_module("rlkd_fast.kernels.token_logprobs")
+rows = importlib.import_module("rlkd_fast.kernels._logits")
 fpl = importlib.import_module("rlkd_fast.kernels.fused_ppo_loss")
 F32 = ("k", "inv_temp", "clip_lo", "clip_hi", "dual_clip", "kl_coef", "ent_coef")
 
@@ -423,7 +425,7 @@ blocks = dict(BLOCK_R=1, BLOCK_V=8192)
 for dtype in ("*bf16",):  # fp32 logits take the same code paths
     compile_for_h100(tlp._token_logprobs_fwd_kernel, dtype, {**blocks, "SUB": 256}, 8, 2)
     compile_for_h100(tlp._token_logprobs_bwd_kernel, dtype, blocks, 8, 2)
-    compile_for_h100(tlp._scale_kernel, dtype, dict(BLOCK=8192), 8, 2)
+    compile_for_h100(rows.scale_kernel, dtype, dict(BLOCK=8192), 8, 2)
     for flags in ((True, True, True, True, False, True, True),
                   (False, False, False, False, True, False, False),
                   (False, True, True, False, True, True, True)):

@@ -1,10 +1,11 @@
-"""gae: Triton (compiled on a GPU, interpreted on CPU) and torch paths against a plain reverse loop
-in float64."""
+"""gae: Triton (compiled on a GPU, interpreted on CPU) and torch paths against the plain reverse
+loop in float64 (``kernels.naive``)."""
 
 import pytest
 import torch
 
 from rlkd_fast.kernels.gae import _gae_triton, gae, gae_reference, masked_whiten
+from rlkd_fast.kernels.naive import gae_naive
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # as conftest.on_device
 
@@ -12,23 +13,6 @@ LOW = (torch.float16, torch.bfloat16)
 
 
 pytestmark = pytest.mark.usefixtures("on_device", "poisoned_outputs")
-
-
-def loop_gae(rewards, values, mask, gamma, lam):
-    """The obvious reverse loop, one token at a time, skipping masked positions."""
-    b, t = rewards.shape
-    adv = torch.zeros(b, t, dtype=torch.float64)
-    ret = torch.zeros_like(adv)
-    for i in range(b):
-        next_v = next_a = 0.0
-        for j in reversed(range(t)):
-            if mask is not None and not mask[i, j]:
-                continue
-            r, v = float(rewards[i, j]), float(values[i, j])
-            next_a = r + gamma * next_v - v + gamma * lam * next_a
-            next_v = v
-            adv[i, j], ret[i, j] = next_a, next_a + v
-    return adv, ret
 
 
 def holey_mask(b, t):
@@ -66,7 +50,7 @@ def check(out, expected, mask, atol=2e-5):
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW])
 def test_matches_loop(backend, dtype):
     rewards, values, mask = inputs(6, 37, dtype)
-    expected = loop_gae(rewards.double(), values.double(), mask, 0.99, 0.9)
+    expected = gae_naive(rewards.double(), values.double(), mask, 0.99, 0.9)
     check(gae(rewards, values, mask, gamma=0.99, lam=0.9, backend=backend), expected, mask)
 
 
@@ -75,7 +59,7 @@ def test_matches_loop(backend, dtype):
 def test_odd_shapes(shape, with_mask):
     rewards, values = torch.randn(shape), torch.randn(shape)
     mask = (torch.rand(shape) > 0.3) if with_mask else None
-    expected = loop_gae(rewards.double(), values.double(), mask, 1.0, 0.95)
+    expected = gae_naive(rewards.double(), values.double(), mask, 1.0, 0.95)
     for backend in ("triton", "torch"):
         check(gae(rewards, values, mask, backend=backend), expected, mask)
 
@@ -83,7 +67,7 @@ def test_odd_shapes(shape, with_mask):
 @pytest.mark.parametrize("gamma, lam", [(0.0, 0.95), (1.0, 0.0), (1.0, 1.0), (0.5, 0.3)])
 def test_gamma_lam_edges(gamma, lam):
     rewards, values, mask = inputs(3, 19)
-    expected = loop_gae(rewards.double(), values.double(), mask, gamma, lam)
+    expected = gae_naive(rewards.double(), values.double(), mask, gamma, lam)
     check(gae(rewards, values, mask, gamma=gamma, lam=lam), expected, mask)
     check(gae_reference(rewards, values, mask, gamma, lam, chunk=4), expected, mask)
 
@@ -93,13 +77,13 @@ def test_several_blocks_and_programs(block):
     """Carries across blocks of a row (holes straddle block edges) and rows split over programs."""
     rewards, values, mask = inputs(5, 37)
     mask[3, 6:20] = False  # a masked span across two 8-wide blocks
-    expected = loop_gae(rewards.double(), values.double(), mask, 0.97, 0.9)
+    expected = gae_naive(rewards.double(), values.double(), mask, 0.97, 0.9)
     check(_gae_triton(rewards, values, mask, 0.97, 0.9, False, block=block), expected, mask)
 
 
 def test_reference_matches_loop_across_chunks():
     rewards, values, mask = inputs(4, 50, torch.float64)
-    expected = loop_gae(rewards, values, mask, 0.9, 0.8)
+    expected = gae_naive(rewards, values, mask, 0.9, 0.8)
     for chunk in (1, 7, 64):
         adv, ret = gae_reference(rewards, values, mask, 0.9, 0.8, chunk=chunk)
         assert adv.dtype == torch.float64
@@ -112,24 +96,22 @@ def test_strided_inputs():
     wide_r, wide_v = torch.randn(4, 40), torch.randn(4, 40)
     rewards, values = wide_r[:, 3:30], wide_v.t().contiguous().t()[:, 3:30]
     mask = torch.rand(27, 4).t() > 0.3
-    expected = loop_gae(rewards.double(), values.double(), mask, 1.0, 0.95)
+    expected = gae_naive(rewards.double(), values.double(), mask, 1.0, 0.95)
     check(gae(rewards, values, mask), expected, mask)
 
 
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.int64, torch.float32])
 def test_mask_dtypes(mask_dtype):
     rewards, values, mask = inputs(3, 11)
-    expected = loop_gae(rewards.double(), values.double(), mask, 1.0, 0.95)
+    expected = gae_naive(rewards.double(), values.double(), mask, 1.0, 0.95)
     check(gae(rewards, values, mask.to(mask_dtype)), expected, mask)
 
 
 @pytest.mark.parametrize("block", [None, (2, 8)])
 def test_whiten(block):
     rewards, values, mask = inputs(5, 29)
-    raw, ret_expected = loop_gae(rewards.double(), values.double(), mask, 1.0, 0.95)
-    valid = raw[mask]
-    expected = torch.zeros_like(raw)
-    expected[mask] = (valid - valid.mean()) / (valid.var(unbiased=True) + 1e-8).sqrt()
+    expected, ret_expected = gae_naive(rewards.double(), values.double(), mask, 1.0, 0.95,
+                                       whiten=True)
     adv, ret = _gae_triton(rewards, values, mask, 1.0, 0.95, True, block=block)
     check((adv, ret), (expected, ret_expected), mask, atol=1e-4)
     ref_adv, _ = gae(rewards, values, mask, whiten=True, backend="torch")

@@ -5,21 +5,11 @@ import pytest
 import torch
 
 from rlkd_fast.kernels.grpo import _grpo_triton, grpo_advantages
+from rlkd_fast.kernels.naive import grpo_advantages_naive as loop_grpo
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # as conftest.on_device
 
 pytestmark = pytest.mark.usefixtures("on_device", "poisoned_outputs")
-
-
-def loop_grpo(rewards, group_size, eps=1e-6, scale=True):
-    out = torch.zeros(rewards.numel(), dtype=torch.float64)
-    for g in range(0, rewards.numel(), group_size):
-        r = rewards[g:g + group_size].double()
-        if r.max() == r.min():
-            continue  # equal rewards: no signal, advantage 0
-        a = r - r.mean()
-        out[g:g + group_size] = a / (r.std(unbiased=True) + eps) if scale else a
-    return out
 
 
 def rewards_with_flat_groups(groups, group_size, dtype=torch.float32):

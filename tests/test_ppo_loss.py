@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from rlkd_fast.kernels.gae import gae
+from rlkd_fast.kernels.naive import ppo_loss_naive
 from rlkd_fast.kernels.ppo_loss import (
     STAT_NAMES,
     _ppo_fwd_triton,
     ppo_loss,
-    ppo_loss_reference,
 )
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # as conftest.on_device
@@ -52,13 +52,13 @@ def make(b=6, t=23, dtype=torch.float32, spread=0.3, poison=True):
 
 
 def reference(x, **kw):
-    """Loss, stats and gradients of the float64 reference on the same (rounded) inputs."""
+    """Loss, stats and gradients of the float64 token loop on the same (rounded) inputs."""
     lp = x["logprobs"].double().requires_grad_()
     v = None if x.get("values") is None else x["values"].double().requires_grad_()
     d = {k: (None if x.get(k) is None else x[k].double())
          for k in ("old_logprobs", "advantages", "old_values", "returns")}
-    loss, stats = ppo_loss_reference(lp, d["old_logprobs"], d["advantages"], x["mask"], v,
-                                     d["old_values"], d["returns"], **kw)
+    loss, stats = ppo_loss_naive(lp, d["old_logprobs"], d["advantages"], x["mask"], v,
+                                 d["old_values"], d["returns"], **kw)
     loss.backward()
     return loss.detach(), stats, lp.grad, None if v is None else v.grad
 

@@ -1,8 +1,10 @@
-"""token_logprobs: Triton (interpreter) and torch paths against a float64 reference."""
+"""token_logprobs: Triton (interpreter) and torch paths against the float64 row loop
+(``kernels.naive``)."""
 
 import pytest
 import torch
 
+from rlkd_fast.kernels.naive import token_logprobs_naive
 from rlkd_fast.kernels.token_logprobs import token_logprobs, token_logprobs_reference
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -16,7 +18,7 @@ def make_logits(shape, dtype, scale=3.0):
 
 def reference_fwd_bwd(logits, ids, grad_out, temperature):
     x = logits.detach().double().requires_grad_()
-    logp = token_logprobs_reference(x, ids, temperature)
+    logp = token_logprobs_naive(x, ids, temperature)
     logp.backward(grad_out.double())
     return logp.detach(), x.grad
 
@@ -184,7 +186,7 @@ def test_clear_errors(backend):
 
 
 def test_scale_in_place_strides_over_tiles():
-    from rlkd_fast.kernels.token_logprobs import scale_
+    from rlkd_fast.kernels._logits import scale_
 
     x = torch.randn(5 * 65536 + 3)  # more tiles than programs: each program loops
     y = x.clone()

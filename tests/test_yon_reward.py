@@ -1,5 +1,5 @@
-"""YoN judge reward: both backends against a float64 reference (the Triton path runs in the CPU
-interpreter), from logits and from the judge's hidden state."""
+"""YoN judge reward: both backends against float64 references (the row loop of ``kernels.naive``;
+the Triton path runs in the CPU interpreter), from logits and from the judge's hidden state."""
 
 import importlib
 import math
@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from rlkd_fast.kernels.naive import yon_reward_naive
 from rlkd_fast.kernels.yon_reward import (
     yon_reward,
     yon_reward_from_hidden,
@@ -60,7 +61,7 @@ def test_random_logits_match_reference(backend, dtype, poisoned):
     x = _logits(7, 1000, dtype)
     x[:, YES[0]] += 4  # spread the rewards across the threshold
     got = yon_reward(x, YES, NO, tau=1.7, delta=0.55, backend=backend)
-    ref = yon_reward_reference(x, YES, NO, tau=1.7, delta=0.55)
+    ref = yon_reward_naive(x, YES, NO, tau=1.7, delta=0.55)
     _check(got, ref)
     assert (ref[0] == 0).any() and (ref[0] > 0.55).any()
     assert (got[1] > 0).all() and (got[1] < 1).all()
@@ -145,7 +146,7 @@ def test_real_vocab(backend, poisoned):
     x = _logits(2, 151936, torch.bfloat16)
     yes, no = [9454, 9693, 151935], [2753, 2308, 0]
     _check(yon_reward(x, yes, no, tau=1.3, backend=backend),
-           yon_reward_reference(x, yes, no, tau=1.3))
+           yon_reward_naive(x, yes, no, tau=1.3))
 
 
 def test_duplicate_ids_count_once():
