@@ -1,7 +1,9 @@
 """Judges: models that score (question, program) pairs without a gold answer.
 
 Every judge has ``score(questions, programs) -> JudgeScores`` (reward [N] fp32 on the CPU plus
-named extras), so the trainer can mix them by coefficient (:class:`MixedJudge`).
+named extras). The trainer does not mix judges' rewards: each judge's reward trains its own loss
+term, and the losses are mixed by coefficient (``docs/method.md``). :class:`MixedJudge` sums
+rewards instead, for code that wants one reward from several judges.
 
 - :class:`YoNJudge`: an LLM judge's single-token Yes/No verdict (paper Eq. 2). It runs the model
   trunk only and turns the last position's hidden state into the reward with the fused

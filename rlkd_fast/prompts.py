@@ -1,6 +1,6 @@
 """Prompt builders and program helpers for program-of-thought (PoT) math reasoning.
 
-Formats follow ReFT (see ``PAPER_NOTES.md``):
+Formats follow ReFT (``docs/method.md``, "Prompts and programs"):
 
 - student prompt: ``"Question:\\n{question}\\nAnswer reasoning:\\n"``, optionally primed with the
   program header ``def solution():\\n    \"\"\"{question}\"\"\"\\n`` so the model writes the body;
@@ -23,7 +23,7 @@ PROGRAM_HEADER = 'def solution():\n    """{question}"""\n'
 ANTI_HACKING_SUFFIX = (
     "Please provide full reasoning before computing result; do not answer with result only."
 )
-#: The judge prompt of the paper was lost; this default is an assumption (PAPER_NOTES).
+#: The paper does not give its judge prompt: this default is an assumption (docs/method.md).
 DEFAULT_JUDGE_TEMPLATE = (
     "Question: {question}\nProposed solution:\n{program}\n"
     "Is the above solution correct? Answer with Yes or No.\nAnswer:"
