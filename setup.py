@@ -4,7 +4,7 @@ C++ executor core (pybind11, g++ only, Linux)."""
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 
@@ -36,7 +36,8 @@ setup(
     long_description=(ROOT / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["rlkd_fast", "rlkd_fast.kernels", "rlkd_fast.configs"],
+    # every package under rlkd_fast/ (data, demo, configs, ...) and the kernels mapped in
+    packages=[*find_packages(include=["rlkd_fast", "rlkd_fast.*"]), "rlkd_fast.kernels"],
     package_dir={"rlkd_fast.kernels": "kernels"},
     package_data={"rlkd_fast.configs": ["*.yaml", "accelerate/*.yaml"]},
     ext_modules=extensions(),

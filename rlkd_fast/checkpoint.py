@@ -25,6 +25,18 @@ LATEST = "latest"
 STATE = "trainer_state.pt"
 
 
+def save_model(model, tokenizer, directory: str | Path) -> None:
+    """A model and its tokenizer as one Hugging Face directory (``from_pretrained`` loads it)."""
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def save_atomic(model, tokenizer, path: str | Path) -> Path:
+    """:func:`save_model` to ``path``, replacing what is there, such that a complete copy (the
+    old or the new) exists at every moment (``rlkd_fast.atomic.write_dir``)."""
+    return atomic.write_dir(path, lambda tmp: save_model(model, tokenizer, tmp), replace=True)
+
+
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(),
              "torch": torch.get_rng_state()}

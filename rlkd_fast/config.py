@@ -283,11 +283,11 @@ def _dataset_errors(key: str, name: str, source: str | None) -> list[str]:
     from rlkd_fast.data import DATASETS  # light: the hub loaders import lazily
 
     base = name.partition(":")[0]
-    if base == "synthetic":
-        return [f"{key}={name} is generated: {_SOURCE[key]} must be unset"] if source else []
     if base not in DATASETS:
-        known = ", ".join([*DATASETS, "synthetic"])
+        known = ", ".join(DATASETS)
         return [f"{key}: unknown data set {name!r} (known: {known}){_did_you_mean(base, DATASETS)}"]
+    if DATASETS[base].generated and source:
+        return [f"{key}={name} is generated: {_SOURCE[key]} must be unset"]
     return []
 
 

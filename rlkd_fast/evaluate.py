@@ -225,7 +225,7 @@ def parse_datasets(spec: str) -> list[str]:
     """``"gsm8k,gsm_symbolic:main,p1,p2"`` -> ``["gsm8k", "gsm_symbolic:main",
     "gsm_symbolic:p1", "gsm_symbolic:p2"]``: a bare name that is not a data set continues the
     configs of the last ``name:config`` item."""
-    known = {*DATASETS, "synthetic"}
+    known = set(DATASETS)
     names, base = [], None
     for item in (s.strip() for s in spec.split(",")):
         if not item:

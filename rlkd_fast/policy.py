@@ -6,6 +6,7 @@ of the state before each response token, so PPO pays for one forward per minibat
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,13 @@ class PolicyWithValue(nn.Module):
         file = Path(path) / "value_head.pt"
         if self.value_head is not None and file.exists():
             self.value_head.load_state_dict(torch.load(file, map_location="cpu"))
+
+
+def frozen_copy(policy: PolicyWithValue) -> PolicyWithValue:
+    """The reference model: a frozen copy of the policy's LM (no value head), in eval mode."""
+    ref = PolicyWithValue(copy.deepcopy(policy.lm), with_value=False)
+    ref.requires_grad_(False)
+    return ref.eval()
 
 
 def _freeze_unreached(lm: nn.Module) -> None:

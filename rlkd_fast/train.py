@@ -35,13 +35,18 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from rlkd_fast import bootstrap
 from rlkd_fast import evaluate as evaluation
-from rlkd_fast.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from rlkd_fast import prompts, run_inputs
+from rlkd_fast.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    save_atomic,
+    save_checkpoint,
+)
 from rlkd_fast.checkpoint import set_rng_state as restore_rng
 from rlkd_fast.metrics import MetricsLog, plot_curves
 from rlkd_fast.models import disable_dropout
-from rlkd_fast.policy import PolicyWithValue, SequenceBatch
+from rlkd_fast.policy import PolicyWithValue, SequenceBatch, frozen_copy
 from rlkd_fast.ppo import (
     Experience,
     group_advantages,
@@ -52,6 +57,30 @@ from rlkd_fast.ppo import (
 from rlkd_fast.prompts import count_program_lines, program_from_completion, program_header
 from rlkd_fast.runlock import OutputDirBusy, RunLock
 from rlkd_fast.sft import sft_loss
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, total: int, warmup_frac: float = 0.05):
+    """The SFT learning rate: linear warm-up over ``warmup_frac`` of ``total`` steps, then a
+    cosine decay to 0."""
+    warm = max(1, int(total * warmup_frac))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def student_prompt(cfg: TrainConfig, question: str) -> str:
+    """The student's prompt in the run's ``prompt_style``."""
+    return prompts.student_prompt(question, cfg.prompt_style, cfg.anti_hacking_suffix)
+
+
+def prompt_settings(cfg: TrainConfig) -> dict:
+    """What a saved policy records of how it was prompted (:func:`prompts.save_prompt_settings`)."""
+    return {"prompt_style": cfg.prompt_style, "anti_hacking": cfg.anti_hacking_suffix,
+            "max_prompt_tokens": cfg.max_prompt_tokens, "max_new_tokens": cfg.max_new_tokens}
 
 
 class IndexStream:
@@ -131,11 +160,11 @@ class Trainer:
         self.elapsed_before = 0.0  # wall seconds of the sessions before a resume
         torch.manual_seed(cfg.seed)  # identical initial weights (value head) on every rank
 
-        self.data = bootstrap.load_data(cfg)  # read-only: bad data leaves output_dir untouched
+        self.data = run_inputs.load_data(cfg)  # read-only: bad data leaves output_dir untouched
         self.lock = RunLock(self.out) if self.main else None  # one run per output_dir
-        self.student_path = bootstrap.resolve_student(cfg, self.data, main=self.main)
+        self.student_path = run_inputs.resolve_student(cfg, main=self.main)
         self.acc.wait_for_everyone()
-        self.policy, self.tokenizer = bootstrap.load_policy(cfg, self.student_path, self.device)
+        self.policy, self.tokenizer = run_inputs.load_policy(cfg, self.student_path, self.device)
         rank = self.acc.process_index
         torch.manual_seed(cfg.seed + rank)  # but each rank samples its own rollouts
         self.ref: PolicyWithValue | None = None
@@ -194,7 +223,7 @@ class Trainer:
             self.state["sft_done"] = True
             return
         opt = torch.optim.AdamW(self.policy.lm.parameters(), lr=cfg.sft_lr, weight_decay=0.0)
-        sched = bootstrap.warmup_cosine(opt, total)
+        sched = warmup_cosine(opt, total)
         if "sft_optimizer" in self.state:
             opt.load_state_dict(self.state.pop("sft_optimizer"))
             sched.load_state_dict(self.state.pop("sft_scheduler"))
@@ -237,7 +266,7 @@ class Trainer:
 
     def _sft_loss(self, model, problems) -> torch.Tensor:
         return sft_loss(model, self.tokenizer, problems,
-                        lambda q: bootstrap.student_prompt(self.cfg, q),
+                        lambda q: student_prompt(self.cfg, q),
                         self.cfg.max_prompt_tokens, self.cfg.max_new_tokens, self.device)
 
     # ------------------------------------------------------------------ RL
@@ -303,24 +332,24 @@ class Trainer:
         """The frozen reference: the policy as RL found it, saved once so a resume reloads it."""
         path = self.out / "reference"
         if self.state["rl_step"] == 0 or not path.exists():
-            ref = bootstrap.frozen_copy(self.policy)
+            ref = frozen_copy(self.policy)
             if self.main:
-                bootstrap.save_atomic(ref.lm, self.tokenizer, path)
+                save_atomic(ref.lm, self.tokenizer, path)
             self.acc.wait_for_everyone()
             return ref
-        saved, _ = bootstrap.load_policy(self.cfg, path, self.device, with_value=False)
-        return bootstrap.frozen_copy(saved)
+        saved, _ = run_inputs.load_policy(self.cfg, path, self.device, with_value=False)
+        return frozen_copy(saved)
 
     def _open_rewarders(self) -> None:
         cfg = self.cfg
         sources = dict(self._sources())
         if "vr" in sources and self.executor is None:
-            self.executor = bootstrap.open_executor(cfg)
+            self.executor = run_inputs.open_executor(cfg)
         if "yon" in sources and "yon" not in self.judges:
-            self.judges["yon"] = bootstrap.load_yon_judge(cfg, self.data, self.device,
+            self.judges["yon"] = run_inputs.load_yon_judge(cfg, self.device,
                                                           main=self.main, acc=self.acc)
         if "rerank" in sources and "rerank" not in self.judges:
-            self.judges["rerank"] = bootstrap.load_reranker(cfg, self.device)
+            self.judges["rerank"] = run_inputs.load_reranker(cfg, self.device)
 
     @torch.no_grad()
     def make_experience(self) -> tuple[list[Experience], dict[str, float]]:
@@ -342,7 +371,7 @@ class Trainer:
                     unlabeled_idx = self.streams["unlabeled"].next(cfg.rollout_batch)
                 problems = [self.data.unlabeled[i] for i in unlabeled_idx]
             t = time.time()
-            prompts = [bootstrap.student_prompt(cfg, p.question) for p in problems]
+            prompts = [student_prompt(cfg, p.question) for p in problems]
             roll = generate(self.policy.lm, self.tokenizer, prompts,
                             max_new_tokens=cfg.max_new_tokens, do_sample=True,
                             temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
@@ -398,7 +427,7 @@ class Trainer:
 
     def _correct(self, programs: list[str], answers: list[float | None]) -> float:
         if self.executor is None:
-            self.executor = bootstrap.open_executor(self.cfg)
+            self.executor = run_inputs.open_executor(self.cfg)
         from rlkd_fast.rewards import verifiable_reward
 
         results = self.executor.run(programs)
@@ -463,7 +492,7 @@ class Trainer:
         accuracy = 0.0
         if self.main:
             if self.executor is None:
-                self.executor = bootstrap.open_executor(self.cfg)
+                self.executor = run_inputs.open_executor(self.cfg)
             cfg = self.cfg
             result = evaluation.evaluate(
                 self.policy.lm, self.tokenizer, self.data.test, executor=self.executor,
@@ -507,7 +536,7 @@ class Trainer:
                                   **(extra or {})}
             save_checkpoint(self.out, self._global_step(), self.policy, state,
                             tokenizer=self.tokenizer,
-                            prompt_settings=bootstrap.prompt_settings(self.cfg))
+                            prompt_settings=prompt_settings(self.cfg))
         self.acc.wait_for_everyone()
 
     def _maybe_resume(self) -> str | None:
@@ -519,7 +548,7 @@ class Trainer:
         if path is None:
             return None
         state = load_trainer_state(path)
-        fresh, _ = bootstrap.load_policy(self.cfg, path / "policy", self.device,
+        fresh, _ = run_inputs.load_policy(self.cfg, path / "policy", self.device,
                                          with_value=False)
         self.policy.lm.load_state_dict(fresh.lm.state_dict())
         self.policy.load_value_head(path / "policy")
@@ -581,7 +610,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     hf_logging.disable_progress_bar()  # our own bars say what is going on
     try:
         trainer = Trainer(cfg)
-    except bootstrap.DataError as err:  # the data is the user's to fix: no traceback
+    except run_inputs.DataError as err:  # the data is the user's to fix: no traceback
         print(f"{PROG}: error: {err}", file=sys.stderr)
         sys.exit(2)
     except OutputDirBusy as err:

@@ -142,7 +142,7 @@ def _first_minibatch_stats(policy, ref, batch, rl: str) -> dict[str, float]:
 @pytest.mark.parametrize("name", ["opt", "opt350", "gpt2", "phi"])
 @pytest.mark.parametrize("rl", ["ppo", "grpo"])
 def test_first_minibatch_ratio_one_and_kl_zero_with_dropout_in_the_config(zoo, name, rl):
-    from rlkd_fast.bootstrap import frozen_copy
+    from rlkd_fast.policy import frozen_copy
 
     model, tok = load_student(zoo, name)
     batch, _ = rollout_batch(model, tok)

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rlkd_fast import data
-from rlkd_fast.data import Problem, load_split, parse_answer
+from rlkd_fast.data import Problem, Split, load_split, loaders, parse_answer, to_records
+from rlkd_fast.data.__main__ import main as data_main
 
 
 def write(path: Path, rows: list[dict]) -> Path:
@@ -103,8 +103,8 @@ def test_directory_picks_the_split_file_and_concatenates_shards(tmp_path):
 @pytest.fixture
 def hub_reachable(monkeypatch):
     """The hub answers the reachability probe (the tests fake ``load_dataset`` itself)."""
-    monkeypatch.setattr(data, "network_error", lambda *a, **k: None)
-    monkeypatch.setattr(data, "offline_mode", lambda: False)
+    monkeypatch.setattr(loaders, "network_error", lambda *a, **k: None)
+    monkeypatch.setattr(loaders, "offline_mode", lambda: False)
 
 
 def test_hub_id_goes_through_load_dataset_and_the_same_parser(monkeypatch, hub_reachable):
@@ -153,9 +153,9 @@ def test_unreachable_hub_fails_at_once_naming_the_option(monkeypatch):
         raise AssertionError("load_dataset called although the hub is unreachable")
 
     monkeypatch.setattr(datasets, "load_dataset", never)
-    monkeypatch.setattr(data, "offline_mode", lambda: False)
-    monkeypatch.setattr(data, "network_error", lambda *a, **k: "ConnectError: refused")
-    with pytest.raises(data.HubUnreachable, match=r"'openai/gsm8k'.*refused.*eval_source="):
+    monkeypatch.setattr(loaders, "offline_mode", lambda: False)
+    monkeypatch.setattr(loaders, "network_error", lambda *a, **k: "ConnectError: refused")
+    with pytest.raises(loaders.HubUnreachable, match=r"'openai/gsm8k'.*refused.*eval_source="):
         load_split("gsm8k", source_option="eval_source=")
 
 
@@ -166,9 +166,9 @@ def test_offline_mode_without_a_cached_copy_names_the_option(monkeypatch):
         raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (OfflineModeIsEnabled)")
 
     monkeypatch.setattr(datasets, "load_dataset", cache_miss)
-    monkeypatch.setattr(data, "offline_mode", lambda: True)
-    monkeypatch.setattr(data, "network_error", lambda *a, **k: pytest.fail("probed offline"))
-    with pytest.raises(data.HubUnreachable, match=r"HF_HUB_OFFLINE.*not in the local cache.*"
+    monkeypatch.setattr(loaders, "offline_mode", lambda: True)
+    monkeypatch.setattr(loaders, "network_error", lambda *a, **k: pytest.fail("probed offline"))
+    with pytest.raises(loaders.HubUnreachable, match=r"HF_HUB_OFFLINE.*not in the local cache.*"
                                                   r"labeled_source="):
         load_split("gsm8k", source_option="labeled_source=")
 
@@ -358,7 +358,7 @@ def test_gsm8k_aug_is_question_only_and_fraction_subsets_are_deterministic(tmp_p
 
 def test_synthetic_through_load_split():
     train = load_split("synthetic", split="train", size=30, seed=1)
-    assert isinstance(train, data.Split) and len(train) == 30
+    assert isinstance(train, Split) and len(train) == 30
     assert all(p.answer is not None and p.program for p in train)
     unlabeled = load_split("synthetic", split="unlabeled", size=10, seed=1)
     assert all(p.answer is None and p.program is None for p in unlabeled)
@@ -373,19 +373,19 @@ def test_synthetic_config_sets_max_steps_and_records_round_trip(tmp_path, capsys
     with pytest.raises(ValueError, match="max_steps"):
         load_split("synthetic:hard")
     out = tmp_path / "syn.jsonl"
-    data.main(["synthetic", "--split", "test", "--size", "7", "--show", "1", "--out", str(out)])
+    data_main(["synthetic", "--split", "test", "--size", "7", "--show", "1", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "synthetic/test: 7 problems, 0 skipped" in printed and "def solution():" in printed
     back = load_split("reft", str(out))
     assert back == load_split("synthetic", split="test", size=7) and back.skipped == 0
     unlabeled = load_split("synthetic", split="unlabeled", size=3)
-    path = write(tmp_path / "q.jsonl", data.to_records(unlabeled))
+    path = write(tmp_path / "q.jsonl", to_records(unlabeled))
     assert load_split("gsm8k_aug", str(path)) == unlabeled
 
 
 def test_split_survives_pickling():
     import pickle
 
-    split = data.Split([Problem("a", "q", 1.0)], "gsm8k", "src", skipped=2, dropped=1)
+    split = Split([Problem("a", "q", 1.0)], "gsm8k", "src", skipped=2, dropped=1)
     again = pickle.loads(pickle.dumps(split))
     assert again == split and (again.skipped, again.dropped, again.name) == (2, 1, "gsm8k")

@@ -6,7 +6,9 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
+from rlkd_fast.checkpoint import save_atomic
 from rlkd_fast.data import Problem
+from rlkd_fast.demo.tiny import tiny_causal_lm, train_tokenizer
 from rlkd_fast.evaluate import (
     completions_to_programs,
     evaluate,
@@ -17,7 +19,6 @@ from rlkd_fast.evaluate import (
     parse_sources,
 )
 from rlkd_fast.executor import PotExecutor
-from rlkd_fast.tiny import save_tiny, tiny_causal_lm, train_tokenizer
 
 
 class ScriptedLM(torch.nn.Module):
@@ -184,7 +185,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tok = train_tokenizer([r["question"] for r in rows] + [SCRIPT[q]["greedy"] for q in SCRIPT],
                           vocab_size=300)
-    model_dir = save_tiny(tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2), tok,
+    model_dir = save_atomic(tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2), tok,
                           tmp_path / "student")
     out = tmp_path / "res" / "results.json"
     results = main(["--model", str(model_dir), "--datasets", "gsm8k", "--source",
@@ -238,7 +239,7 @@ def test_no_progress_also_silences_the_weight_loading_bar(tmp_path, capsys, hf_b
     data = tmp_path / "test.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tok = train_tokenizer(list(SCRIPT), vocab_size=300)
-    model_dir = save_tiny(tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2), tok,
+    model_dir = save_atomic(tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2), tok,
                           tmp_path / "student")
     args = ["--model", str(model_dir), "--datasets", "gsm8k", "--source", f"gsm8k={data}",
             "--limit", "2", "--max-new-tokens", "4", "--workers", "1", "--device", "cpu"]

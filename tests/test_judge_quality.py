@@ -6,7 +6,9 @@ import pytest
 import torch
 from test_evaluate import ScriptedLM, body
 
+from rlkd_fast.checkpoint import save_atomic
 from rlkd_fast.data import Problem
+from rlkd_fast.demo.tiny import tiny_causal_lm, train_tokenizer
 from rlkd_fast.executor import PotExecutor
 from rlkd_fast.judge_quality import (
     Pair,
@@ -17,7 +19,6 @@ from rlkd_fast.judge_quality import (
     pick_pair,
 )
 from rlkd_fast.judges import Judge, JudgeScores, LogLikelihoodScorer, YoNJudge
-from rlkd_fast.tiny import save_tiny, tiny_causal_lm, train_tokenizer
 
 FAIL = body("x = 0", "return 1 / x")
 # Samples per question (answer 6 everywhere). Pairs: q1 (first right, first wrong), q2 (the wrong
@@ -111,9 +112,9 @@ def test_real_judges_agree_with_their_scores(tokenizer, executor):
 def test_cli_end_to_end(tmp_path, capsys):
     tok = train_tokenizer(["Question: Ava has 3 apples", "def solution():\n    return 3"],
                           vocab_size=280)
-    student = save_tiny(tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2), tok,
+    student = save_atomic(tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2), tok,
                         tmp_path / "student")
-    judge = save_tiny(tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2, seed=1), tok,
+    judge = save_atomic(tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2, seed=1), tok,
                       tmp_path / "judge")
     out = tmp_path / "jq.json"
     result = main(["--student", str(student), "--judge", str(judge), "--dataset", "synthetic",

@@ -10,6 +10,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from rlkd_fast.checkpoint import save_atomic
+from rlkd_fast.demo.tiny import tiny_causal_lm, train_tokenizer
 from rlkd_fast.judges import (
     Judge,
     JudgeScores,
@@ -20,7 +22,6 @@ from rlkd_fast.judges import (
     resolve_token_ids,
 )
 from rlkd_fast.prompts import judge_prompt
-from rlkd_fast.tiny import save_tiny, tiny_causal_lm, train_tokenizer
 
 CORPUS = [
     "Question: Tom has 3 apples and buys 5 more. How many apples does he have?",
@@ -67,7 +68,7 @@ def judge_dir(request, tokenizer, tmp_path_factory):
         model = _gpt2(tokenizer)
     with torch.no_grad():  # a larger head spread so that rewards differ visibly between rows
         model.get_output_embeddings().weight.mul_(8.0)
-    return save_tiny(model, tokenizer, tmp_path_factory.mktemp(request.param))
+    return save_atomic(model, tokenizer, tmp_path_factory.mktemp(request.param))
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +205,7 @@ def reranker_dir(tokenizer, tmp_path_factory):
     model = LlamaForSequenceClassification(config)
     with torch.no_grad():
         model.score.weight.mul_(20.0)
-    return save_tiny(model, tokenizer, tmp_path_factory.mktemp("rerank"))
+    return save_atomic(model, tokenizer, tmp_path_factory.mktemp("rerank"))
 
 
 def test_rerank_matches_reference(reranker_dir):

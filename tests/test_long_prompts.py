@@ -11,10 +11,10 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
 
 from rlkd_fast.data import Problem
+from rlkd_fast.demo.tiny import tiny_causal_lm, train_tokenizer
 from rlkd_fast.judges import LogLikelihoodScorer, RerankJudge, YoNJudge
 from rlkd_fast.rollout import encode_bounded, generate
 from rlkd_fast.sft import sft_batch
-from rlkd_fast.tiny import tiny_causal_lm, train_tokenizer
 
 WORDS = ["Tom", "has", "3", "apples", "and", "buys", "15", "more.", "How", "many", "?", "def",
          "solution():", "\n", "    ", "result", "=", "a", "+", "b", "return", "Yes", "No",

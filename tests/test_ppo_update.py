@@ -3,10 +3,10 @@
 import torch
 import torch.nn.functional as F
 
+from rlkd_fast.demo.teacher import corrupt_program, judge_examples
 from rlkd_fast.policy import PolicyWithValue, SequenceBatch
 from rlkd_fast.ppo import Experience, minibatch_loss, ppo_token_advantages, score_tokens
 from rlkd_fast.sft import sft_batch
-from rlkd_fast.teacher import corrupt_program, judge_examples
 
 
 def tiny_policy(vocab=23, hidden=16, seed=0):
@@ -167,7 +167,7 @@ def test_sft_batch_masks_the_prompt_and_ends_in_eos():
 def test_corruptions_change_programs_and_are_labelled_by_running_them():
     import random
 
-    from rlkd_fast.data import synthetic_split
+    from rlkd_fast.demo.synthetic import synthetic_split
 
     problems = synthetic_split("train", 60, seed=3, max_steps=2)
     rng = random.Random(0)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from rlkd_fast import evaluate, judge_quality
+from rlkd_fast.checkpoint import save_atomic
 from rlkd_fast.data import load_split, to_records
+from rlkd_fast.demo.tiny import tiny_causal_lm, train_tokenizer
 from rlkd_fast.prompts import PROMPT_SETTINGS_FILE, load_prompt_settings, save_prompt_settings
-from rlkd_fast.tiny import save_tiny, tiny_causal_lm, train_tokenizer
 from rlkd_fast.train import main as train_main
 
 
@@ -76,7 +77,7 @@ def test_bad_settings_file_is_named(tmp_path, text):
 def test_judge_quality_prompts_the_student_as_it_was_trained(tmp_path, monkeypatch):
     tok = train_tokenizer(["Question: Ava has 3 apples", "def solution():\n    return 3"],
                           vocab_size=280)
-    student = save_tiny(tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2), tok,
+    student = save_atomic(tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2), tok,
                         tmp_path / "student")
     save_prompt_settings(student, "header", True, 100, 5)
     seen = []

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from rlkd_fast.checkpoint import save_atomic
+from rlkd_fast.demo.tiny import tiny_causal_lm, train_tokenizer
 from rlkd_fast.models import load_causal_lm
 from rlkd_fast.rollout import generate, pad_rows, response_mask
-from rlkd_fast.tiny import save_tiny, tiny_causal_lm, train_tokenizer
 
 PROMPTS = [
     "Question:\nTom has 3 apples and buys 5 more.\nAnswer reasoning:\n",
@@ -24,7 +25,7 @@ def lm(tmp_path_factory):
     with torch.no_grad():  # larger weights: varied greedy outputs instead of one repeated token
         for p in model.parameters():
             p.mul_(3.0)
-    path = save_tiny(model, tok, tmp_path_factory.mktemp("student"))
+    path = save_atomic(model, tok, tmp_path_factory.mktemp("student"))
     return load_causal_lm(path, device="cpu")
 
 

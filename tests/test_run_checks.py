@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from rlkd_fast import bootstrap, data
-from rlkd_fast.bootstrap import DataError, load_data
+from rlkd_fast import run_inputs
 from rlkd_fast.config import load_config
+from rlkd_fast.data import loaders
+from rlkd_fast.run_inputs import DataError, load_data
 
 GOOD = [{"question": f"Q{i}?", "answer": f"#### {i}"} for i in range(3)]
 
@@ -59,8 +60,8 @@ def test_missing_data_file_names_the_setting(tmp_path):
 
 
 def test_unreachable_hub_names_the_config_key(monkeypatch):
-    monkeypatch.setattr(data, "offline_mode", lambda: False)
-    monkeypatch.setattr(data, "network_error", lambda *a, **k: "ConnectError: refused")
+    monkeypatch.setattr(loaders, "offline_mode", lambda: False)
+    monkeypatch.setattr(loaders, "network_error", lambda *a, **k: "ConnectError: refused")
     cfg = cfg_with("unlabeled=gsm8k_aug", "unlabeled_split=train")
     with pytest.raises(DataError, match=r"whynlp/gsm8k-aug.*with unlabeled_source="):
         load_data(cfg)
@@ -85,7 +86,7 @@ def test_bad_evaluation_set_stops_the_trainer_before_any_model_loads(tmp_path, m
         raise AssertionError("a model was loaded before the data was checked")
 
     for name in ("resolve_student", "load_policy", "load_yon_judge", "open_executor"):
-        monkeypatch.setattr(bootstrap, name, refuse)
+        monkeypatch.setattr(run_inputs, name, refuse)
     empty = tmp_path / "test.jsonl"
     empty.write_text("\n")
     out = tmp_path / "run"

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from rlkd_fast.data import SYNTHETIC_SPLITS, synthetic_problem, synthetic_split
+from rlkd_fast.demo.synthetic import SYNTHETIC_SPLITS, synthetic_problem, synthetic_split
 from rlkd_fast.prompts import count_program_lines, program_body, program_header
 
 N = 3000
@@ -128,7 +128,7 @@ def test_splits_are_disjoint_and_labeled_as_asked():
 
 
 def test_an_exhausted_split_raises_instead_of_looping(monkeypatch):
-    from rlkd_fast import data
+    from rlkd_fast.demo import synthetic as data
 
     one = synthetic_problem(0)
     monkeypatch.setattr(data, "_synthetic", lambda index, seed, max_steps: (one, "same key"))

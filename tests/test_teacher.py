@@ -8,9 +8,9 @@ import torch
 
 from rlkd_fast import pot
 from rlkd_fast.data import load_split
+from rlkd_fast.demo.teacher import corrupt_program, judge_examples, label_programs, teach_judge
+from rlkd_fast.demo.tiny import tiny_causal_lm, train_tokenizer
 from rlkd_fast.judges import resolve_token_ids
-from rlkd_fast.teacher import corrupt_program, judge_examples, label_programs, teach_judge
-from rlkd_fast.tiny import tiny_causal_lm, train_tokenizer
 
 STATUS = {pot.OK: "ok", pot.ERROR: "error", pot.NONNUMERIC: "nonnumeric"}
 

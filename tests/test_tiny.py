@@ -1,6 +1,7 @@
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rlkd_fast.tiny import JUDGE_WORDS, save_tiny, tiny_causal_lm, train_tokenizer
+from rlkd_fast.checkpoint import save_atomic
+from rlkd_fast.demo.tiny import JUDGE_WORDS, tiny_causal_lm, train_tokenizer
 
 PROGRAM = (
     'def solution():\n    """Ann has 12 pens."""\n'
@@ -20,7 +21,7 @@ def test_tokenizer_round_trip_splits_digits_and_keeps_judge_words(tmp_path):
 def test_tiny_model_loads_through_from_pretrained(tmp_path):
     tok = train_tokenizer([PROGRAM] * 20, vocab_size=300)
     model = tiny_causal_lm(tok, hidden_size=32, layers=1, heads=2)
-    save_tiny(model, tok, tmp_path)
+    save_atomic(model, tok, tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     tok2 = AutoTokenizer.from_pretrained(tmp_path)
     assert tok2.decode(tok2(PROGRAM, add_special_tokens=False).input_ids) == PROGRAM

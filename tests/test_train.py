@@ -90,12 +90,12 @@ def test_periodic_evaluation_uses_the_evaluation_module(tmp_path, cache, monkeyp
 
 
 def test_zero_coefficient_never_loads_its_judge(tmp_path, cache, monkeypatch):
-    import rlkd_fast.bootstrap as bootstrap
+    import rlkd_fast.run_inputs as run_inputs
 
     def refuse(*args, **kwargs):
         raise AssertionError("the judge of a zero coefficient was loaded")
 
-    monkeypatch.setattr(bootstrap, "load_yon_judge", refuse)
+    monkeypatch.setattr(run_inputs, "load_yon_judge", refuse)
     summary = run(tmp_path, cache, "rl_steps=1", "coef_vr=1", "coef_yon=0")
     assert summary["steps"] == 1
 

@@ -11,7 +11,7 @@ A judge taught from scratch learns only the base rate (measured: the same score 
 program, pairwise accuracy 26% on correct vs mistaken programs). So, like a real judge that can
 solve the problems it grades, the teacher first learns to write the programs itself
 (``learn_to_solve``, on problems of its own), and only then to answer Yes/No (pairwise 67% after
-that, same data and steps).
+that, same data and steps). :func:`build_judge` does all of it and saves the judge.
 """
 
 from __future__ import annotations
@@ -19,11 +19,20 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from rlkd_fast.checkpoint import save_model
+from rlkd_fast.data import Problem
+from rlkd_fast.demo.tiny import tiny_causal_lm
+from rlkd_fast.judges import resolve_token_ids
+from rlkd_fast.prompts import judge_prompt, program_header
+from rlkd_fast.sft import sft_loss
 
 _OPS = ["+", "-", "*", "/"]
 _ASSIGN = re.compile(r"^(\s+)(\w+) = (.+)$")
@@ -112,8 +121,6 @@ def _update(model, opt, sched, loss: torch.Tensor) -> float:
 def learn_to_solve(model, tokenizer, problems, prompt, epochs: float, batch_size: int = 32,
                    lr: float = 3e-3, seed: int = 0, progress: bool = True) -> list[float]:
     """SFT ``model`` to write each problem's program (the teacher's own warm-up)."""
-    from rlkd_fast.sft import sft_loss
-
     torch.manual_seed(seed)
     model.train()
     device = next(model.parameters()).device
@@ -169,3 +176,33 @@ def teach_judge(
         losses.append(_update(model, opt, sched, loss))
     model.eval()
     return losses
+
+
+def build_judge(
+    path: str | Path, tokenizer_dir: str | Path, problems: Sequence[Problem],
+    open_executor: Callable, device: torch.device, seed: int = 0, sft_epochs: float = 4.0,
+    epochs: float = 2.0, progress: bool = True,
+) -> None:
+    """Teach the tiny judge on ``problems`` (labeled, with programs) and save it to ``path``.
+
+    Each problem's program and one corrupted copy, labelled by running them in the executor
+    ``open_executor()`` returns (opened only for that), become judge prompts; a 2-layer model on
+    the tokenizer in ``tokenizer_dir`` first learns to solve the problems (``sft_epochs``, 0 to
+    skip), then to answer Yes/No (``epochs``)."""
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.padding_side = "left"
+    with open_executor() as ex:
+        examples = judge_examples([p.question for p in problems], [p.program for p in problems],
+                                  [p.answer for p in problems], ex.run, seed=seed,
+                                  wrong_per_right=1)
+    prompts = [judge_prompt(q, prog) for q, prog, _ in examples]
+    labels = [ok for _, _, ok in examples]
+    model = tiny_causal_lm(tok, hidden_size=128, layers=2, heads=4, max_positions=1024,
+                           seed=seed + 1).to(device)
+    if sft_epochs > 0:
+        learn_to_solve(model, tok, problems, program_header, sft_epochs, seed=seed,
+                       progress=progress)
+    teach_judge(model, tok, prompts, labels, resolve_token_ids(tok, ["Yes"]),
+                resolve_token_ids(tok, ["No"]), epochs=epochs, batch_size=32, lr=1e-3, seed=seed,
+                progress=progress)
+    save_model(model, tok, path)

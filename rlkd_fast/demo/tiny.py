@@ -2,13 +2,13 @@
 
 Real users pass hub ids or local directories of real checkpoints; these builders exist so that
 everything (SFT, RL, judges, evaluation) can run end to end on a CPU without any download.
-They go through the real ``save_pretrained`` / ``from_pretrained`` path like any checkpoint.
+They are saved and loaded through the real ``save_pretrained`` / ``from_pretrained`` path like
+any checkpoint (``rlkd_fast.checkpoint.save_atomic``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -70,12 +70,3 @@ def tiny_causal_lm(
         tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config)
-
-
-def save_tiny(model, tokenizer, path: str | Path) -> Path:
-    """Save a model and its tokenizer the way a real checkpoint directory looks."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
