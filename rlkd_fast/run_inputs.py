@@ -103,14 +103,12 @@ def resolve_student(cfg: TrainConfig, main: bool = True) -> str:
 
 
 def load_policy(cfg: TrainConfig, path: str | Path, device: torch.device,
-                with_value: bool | None = None) -> tuple[PolicyWithValue, object]:
+                with_value: bool) -> tuple[PolicyWithValue, object]:
     """The student as a :class:`PolicyWithValue` (fp32, or bf16 on CUDA with ``bf16``); the
-    value head (PPO only, by default) is initialised from the global RNG or loaded from
+    value head (``with_value``: PPO's critic) is initialised from the global RNG or loaded from
     ``path/value_head.pt``."""
     dtype = torch.bfloat16 if (device.type == "cuda" and cfg.bf16) else torch.float32
     lm, tok = load_causal_lm(path, device=device, dtype=dtype)
-    if with_value is None:
-        with_value = cfg.rl_stage != "grpo"
     policy = PolicyWithValue(lm, with_value=with_value).to(device)
     policy.load_value_head(path)
     return policy, tok

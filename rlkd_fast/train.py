@@ -1,12 +1,19 @@
-"""``python -m rlkd_fast.train``: SFT warm-up, then PPO or GRPO on mixed rewards.
+"""``python -m rlkd_fast.train``: SFT warm-up, then GRPO (the default) or PPO on mixed rewards.
 
     L = coef_vr * L_VR (labeled loader) + coef_yon * L_YoN (unlabeled) + coef_rerank * L_rerank
 
-With no arguments it runs the embedded default, offline on a CPU: synthetic problems, a tiny
-student and a tiny locally taught judge, SFT warm-up, evaluation, PPO with coef_vr = coef_yon = 0.5,
-evaluation again. ``--config run.yaml`` and ``key=value`` overrides set everything else
-(``rlkd_fast/configs/`` holds the paper's runs). ``--resume`` continues a killed run from its last
-checkpoint. Under ``accelerate launch`` it trains data-parallel (DDP).
+With no arguments it runs the embedded default, offline on a CPU: the demo's synthetic problems,
+tiny student and tiny locally taught judge (``rlkd_fast.demo``), SFT warm-up, evaluation, GRPO
+with coef_vr = coef_yon = 0.5, evaluation again; ``stages=sft,ppo`` runs PPO instead.
+``--config run.yaml`` and ``key=value`` overrides set everything else (``rlkd_fast/configs/``
+holds the paper's runs). ``--resume`` continues a killed run from its last checkpoint. Under
+``accelerate launch`` it trains data-parallel (DDP).
+
+One RL step, top to bottom (``Trainer.rl``): ``make_experience`` rolls out each loader whose
+coefficient is not 0, runs the programs and asks the judges, scores the tokens' log-probs and
+computes the advantages; ``update`` then takes the optimizer steps, each summing
+``coef * loss`` over the loaders. PPO and GRPO differ only where ``rlkd_fast.ppo.ALGORITHMS``
+says; the maths is in ``docs/method.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ if __name__ == "__main__":
     # answer at once.
     _CONFIG = parse_command_line()
 
+import dataclasses
 import json
 import math
 import os
@@ -28,12 +36,15 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
 
 from rlkd_fast import evaluate as evaluation
 from rlkd_fast import prompts, run_inputs
@@ -44,17 +55,14 @@ from rlkd_fast.checkpoint import (
     save_checkpoint,
 )
 from rlkd_fast.checkpoint import set_rng_state as restore_rng
+from rlkd_fast.executor import PotExecutor
 from rlkd_fast.metrics import MetricsLog, plot_curves
 from rlkd_fast.models import disable_dropout
 from rlkd_fast.policy import PolicyWithValue, SequenceBatch, frozen_copy
-from rlkd_fast.ppo import (
-    Experience,
-    group_advantages,
-    minibatch_loss,
-    ppo_token_advantages,
-    score_tokens,
-)
+from rlkd_fast.ppo import ALGORITHMS, Experience, RLSettings, score_tokens
 from rlkd_fast.prompts import count_program_lines, program_from_completion, program_header
+from rlkd_fast.rewards import verifiable_reward
+from rlkd_fast.rollout import Rollout, generate
 from rlkd_fast.runlock import OutputDirBusy, RunLock
 from rlkd_fast.sft import sft_loss
 
@@ -143,12 +151,46 @@ class CtrlC:
             self._previous = None
 
 
+@dataclass
+class TrainerState:
+    """What a checkpoint holds besides the weights (``trainer_state.pt``), so that a resumed run
+    continues exactly where the interrupted one was."""
+
+    sft_step: int = 0
+    sft_done: bool = False
+    rl_step: int = 0
+    initial_accuracy: float | None = None
+    evals: list[dict[str, Any]] = field(default_factory=list)  # one record per evaluation
+    streams: dict[str, dict[str, int]] = field(default_factory=dict)  # IndexStream positions
+    timers: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # run seconds
+    elapsed: float = 0.0  # wall seconds of the whole run up to the checkpoint
+    # The stage in progress's optimizer (and SFT's LR scheduler) state: SFT's while SFT is not
+    # done, RL's after that; None at a stage's boundary.
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers (no copy of the optimizer state), as ``torch.save`` stores them."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {
+            "timers": dict(self.timers)}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TrainerState:
+        """The state a checkpoint saved; keys it does not know (``step``, ``rng``) are left out.
+        Checkpoints written before this class named the optimizer state per stage."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        state = cls(**{k: v for k, v in saved.items() if k in known})
+        for old in ("sft_optimizer", "rl_optimizer"):
+            state.optimizer = saved.get(old, state.optimizer)
+        state.scheduler = saved.get("sft_scheduler", state.scheduler)
+        state.timers = defaultdict(float, state.timers)
+        return state
+
+
 class Trainer:
     """Holds the run's models, data and state; ``run()`` executes the configured stages."""
 
     def __init__(self, cfg: TrainConfig):
-        from accelerate import Accelerator
-
         self.cfg = cfg
         self.t0 = time.time()
         cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
@@ -156,7 +198,9 @@ class Trainer:
         self.device = self.acc.device if cfg.device == "auto" or cpu else torch.device(cfg.device)
         self.main = self.acc.is_main_process
         self.out = Path(cfg.output_dir)
-        self.timers: dict[str, float] = defaultdict(float)  # whole-run seconds per phase
+        self.algo = ALGORITHMS[cfg.rl_stage] if cfg.rl_stage else None  # PPO or GRPO, once
+        self.settings = RLSettings.of(cfg)
+        self.state = TrainerState()
         self.elapsed_before = 0.0  # wall seconds of the sessions before a resume
         torch.manual_seed(cfg.seed)  # identical initial weights (value head) on every rank
 
@@ -164,15 +208,16 @@ class Trainer:
         self.lock = RunLock(self.out) if self.main else None  # one run per output_dir
         self.student_path = run_inputs.resolve_student(cfg, main=self.main)
         self.acc.wait_for_everyone()
-        self.policy, self.tokenizer = run_inputs.load_policy(cfg, self.student_path, self.device)
+        with_value = self.algo is None or self.algo.value_head
+        self.policy, self.tokenizer = run_inputs.load_policy(cfg, self.student_path,
+                                                             self.device, with_value)
         rank = self.acc.process_index
         torch.manual_seed(cfg.seed + rank)  # but each rank samples its own rollouts
         self.ref: PolicyWithValue | None = None
-        self.executor = None
-        self.ctrl_c: CtrlC | None = None  # the Ctrl-C handler of the running loop
+        self.executor: PotExecutor | None = None  # opened on first use: see _executor()
         self.judges: dict[str, Any] = {}
-        self.state: dict[str, Any] = {"sft_step": 0, "sft_done": False, "rl_step": 0,
-                                      "initial_accuracy": None, "evals": []}
+        self.ctrl_c: CtrlC | None = None  # the Ctrl-C handler of the running loop
+        self.stage_optim: tuple[Any, Any] | None = None  # (optimizer, scheduler) to checkpoint
         # Each rank draws its own batches (data parallel): seeds differ by rank.
         seed = cfg.seed + 1000 * rank
         self.streams = {
@@ -196,81 +241,93 @@ class Trainer:
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         resumed_from = self._maybe_resume() if cfg.resume else None
-        self.session_start = (self.state["rl_step"], self.state["sft_step"])
+        self.session_start = (self.state.rl_step, self.state.sft_step)
         self.log = MetricsLog(self.out, resume_step=self._global_step() if resumed_from else None) \
             if self.main else None
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        if "sft" in cfg.stages and not self.state["sft_done"]:
+        if "sft" in cfg.stages and not self.state.sft_done:
             self.sft()
-        if self.state["initial_accuracy"] is None:
-            self.state["initial_accuracy"] = self.evaluate("initial")
+        if self.state.initial_accuracy is None:
+            self.state.initial_accuracy = self.evaluate("initial")
             self.checkpoint()
-        if cfg.rl_stage:
+        if self.algo is not None:
             self.rl()
         final = self.evaluate("final")
         return self._finish(final, resumed_from)
 
     def _global_step(self) -> int:
-        return self.state["sft_step"] + self.state["rl_step"]
+        return self.state.sft_step + self.state.rl_step
+
+    def _executor(self) -> PotExecutor:
+        """The run's program executor, opened on first use and closed when the run ends."""
+        if self.executor is None:
+            self.executor = run_inputs.open_executor(self.cfg)
+        return self.executor
+
+    def _resume_optimizer(self, opt, sched=None) -> None:
+        """Load the optimizer (and scheduler) state a resumed checkpoint saved for the stage
+        that is starting; it is consumed (the next checkpoints save the live ones)."""
+        if self.state.optimizer is not None:
+            opt.load_state_dict(self.state.optimizer)
+            if sched is not None:
+                sched.load_state_dict(self.state.scheduler)
+        self.state.optimizer = self.state.scheduler = None  # free the copy
 
     # ------------------------------------------------------------------ SFT
     def sft(self) -> None:
         cfg = self.cfg
         total = math.ceil(cfg.sft_epochs * len(self.data.labeled) / cfg.sft_batch_size)
         if total == 0:
-            self.state["sft_done"] = True
+            self.state.sft_done = True
             return
         opt = torch.optim.AdamW(self.policy.lm.parameters(), lr=cfg.sft_lr, weight_decay=0.0)
         sched = warmup_cosine(opt, total)
-        if "sft_optimizer" in self.state:
-            opt.load_state_dict(self.state.pop("sft_optimizer"))
-            sched.load_state_dict(self.state.pop("sft_scheduler"))
+        self._resume_optimizer(opt, sched)
         model, opt = self.acc.prepare(self.policy.lm, opt)
+        self.stage_optim = (opt, sched)  # what SFT's checkpoints save until SFT is done
         model.train()
-        bar = tqdm(total=total, initial=self.state["sft_step"], desc="sft",
+        bar = tqdm(total=total, initial=self.state.sft_step, desc="sft",
                    disable=not (cfg.progress and self.main))
         ctrl_c = self.ctrl_c = CtrlC()
-        while self.state["sft_step"] < total:
+        while self.state.sft_step < total:
             idx = self.streams["sft"].next(cfg.sft_batch_size)
             t = time.time()
-            loss = self._sft_loss(model, [self.data.labeled[i] for i in idx])
+            loss = sft_loss(model, self.tokenizer, [self.data.labeled[i] for i in idx],
+                            lambda q: student_prompt(cfg, q), cfg.max_prompt_tokens,
+                            cfg.max_new_tokens, self.device)
             opt.zero_grad(set_to_none=True)
             self.acc.backward(loss)
             self.acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
             sched.step()
-            self.state["sft_step"] += 1
+            self.state.sft_step += 1
             seconds = time.time() - t
-            self.timers["sft"] += seconds
+            self.state.timers["sft"] += seconds
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if self.main:
                 self.log.log(self._global_step(), {"stage": "sft", "sft/loss": loss.item(),
                                                    "lr": sched.get_last_lr()[0],
                                                    "time/sft": seconds})
-            done = self.state["sft_step"] == total
-            self.state["sft_done"] = done
-            extra = {} if done else {"sft_optimizer": opt.state_dict(),
-                                     "sft_scheduler": sched.state_dict()}
-            saved = done or (cfg.save_every and self.state["sft_step"] % (cfg.save_every * 5) == 0)
+            self.state.sft_done = self.state.sft_step == total
+            if self.state.sft_done:
+                self.stage_optim = None  # a finished stage's optimizer is not needed again
+            saved = self.state.sft_done or (
+                cfg.save_every and self.state.sft_step % (cfg.save_every * 5) == 0)
             if saved:
-                self.checkpoint(extra=extra)
+                self.checkpoint()
             if self._agree(ctrl_c.pressed):
                 bar.close()
-                self._stop(extra, saved)
+                self._stop(saved)
         ctrl_c.restore()
         bar.close()
         model.eval()
 
-    def _sft_loss(self, model, problems) -> torch.Tensor:
-        return sft_loss(model, self.tokenizer, problems,
-                        lambda q: student_prompt(self.cfg, q),
-                        self.cfg.max_prompt_tokens, self.cfg.max_new_tokens, self.device)
-
     # ------------------------------------------------------------------ RL
     def _sources(self) -> list[tuple[str, float]]:
+        """The reward sources whose coefficient is not 0, with it."""
         cfg = self.cfg
         return [(s, c) for s, c in (("vr", cfg.coef_vr), ("yon", cfg.coef_yon),
                                     ("rerank", cfg.coef_rerank)) if c > 0]
@@ -280,58 +337,57 @@ class Trainer:
         if cfg.disable_dropout:
             disable_dropout(self.policy.lm)
         self.ref = self._reference() if cfg.kl_coef > 0 else None
-        if cfg.rl_stage == "grpo":
-            self.policy.value_head = None
         opt = torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad],
                                 lr=cfg.rl_lr, eps=1e-5, weight_decay=0.0)
-        if "rl_optimizer" in self.state:
-            opt.load_state_dict(self.state.pop("rl_optimizer"))
+        self._resume_optimizer(opt)
         ddp_policy, opt = self.acc.prepare(self.policy, opt)
-        self._open_rewarders()
-        bar = tqdm(total=cfg.rl_steps, initial=self.state["rl_step"], desc=cfg.rl_stage,
+        self.stage_optim = (opt, None)
+        self._load_judges()
+        bar = tqdm(total=cfg.rl_steps, initial=self.state.rl_step, desc=self.algo.name,
                    disable=not (cfg.progress and self.main))
-        last_saved = last_eval = self.state["rl_step"]
+        last_saved = last_eval = self.state.rl_step
         ctrl_c = self.ctrl_c = CtrlC()
         try:
-            while self.state["rl_step"] < cfg.rl_steps:
+            while self.state.rl_step < cfg.rl_steps:
                 t = time.time()
                 experiences, rollout_stats = self.make_experience()
                 rollout_stats["time/rollout"] = time.time() - t
                 # A rollout's phase times go on the first step it feeds, so each line's time/*
                 # are that step's seconds and they add up to the run's.
                 timing = {k: v for k, v in rollout_stats.items() if k.startswith("time/")}
-                for stats in self.update(ddp_policy, opt, experiences):
-                    self.state["rl_step"] += 1
-                    bar.update(1)
-                    if self.main:
-                        self.log.log(self._global_step(), {"stage": cfg.rl_stage,
-                                                           **rollout_stats, **timing, **stats})
-                    timing = dict.fromkeys(timing, 0.0)
-                    if self.state["rl_step"] >= cfg.rl_steps:
-                        break
+                with closing(self.update(ddp_policy, opt, experiences)) as steps:
+                    for stats in steps:
+                        self.state.rl_step += 1
+                        bar.update(1)
+                        if self.main:
+                            self.log.log(self._global_step(), {"stage": self.algo.name,
+                                                               **rollout_stats, **timing, **stats})
+                        timing = dict.fromkeys(timing, 0.0)
+                        if self.state.rl_step >= cfg.rl_steps:
+                            break
                 bar.set_postfix({k.split("/")[-1]: f"{v:.2f}" for k, v in rollout_stats.items()
                                  if k.startswith("reward/")})
-                step = self.state["rl_step"]
+                step = self.state.rl_step
                 # A rollout may take several optimizer steps: evaluate once the step count
                 # crosses a multiple of eval_every (checkpoints likewise below).
                 if cfg.eval_every and step // cfg.eval_every > last_eval // cfg.eval_every:
                     self.evaluate(f"step{step}")
                     last_eval = step
                 if cfg.save_every and step - last_saved >= cfg.save_every:
-                    self.checkpoint(extra={"rl_optimizer": opt.state_dict()})
+                    self.checkpoint()
                     last_saved = step
                 if self._agree(ctrl_c.pressed):
                     bar.close()
-                    self._stop({"rl_optimizer": opt.state_dict()}, saved=last_saved == step)
+                    self._stop(saved=last_saved == step)
         finally:
             ctrl_c.restore()
             bar.close()
-        self.checkpoint(extra={"rl_optimizer": opt.state_dict()})
+        self.checkpoint()
 
     def _reference(self) -> PolicyWithValue:
         """The frozen reference: the policy as RL found it, saved once so a resume reloads it."""
         path = self.out / "reference"
-        if self.state["rl_step"] == 0 or not path.exists():
+        if self.state.rl_step == 0 or not path.exists():
             ref = frozen_copy(self.policy)
             if self.main:
                 save_atomic(ref.lm, self.tokenizer, path)
@@ -340,26 +396,39 @@ class Trainer:
         saved, _ = run_inputs.load_policy(self.cfg, path, self.device, with_value=False)
         return frozen_copy(saved)
 
-    def _open_rewarders(self) -> None:
-        cfg = self.cfg
+    def _load_judges(self) -> None:
         sources = dict(self._sources())
-        if "vr" in sources and self.executor is None:
-            self.executor = run_inputs.open_executor(cfg)
         if "yon" in sources and "yon" not in self.judges:
-            self.judges["yon"] = run_inputs.load_yon_judge(cfg, self.device,
-                                                          main=self.main, acc=self.acc)
+            self.judges["yon"] = run_inputs.load_yon_judge(self.cfg, self.device, main=self.main,
+                                                           acc=self.acc)
         if "rerank" in sources and "rerank" not in self.judges:
-            self.judges["rerank"] = run_inputs.load_reranker(cfg, self.device)
+            self.judges["rerank"] = run_inputs.load_reranker(self.cfg, self.device)
 
     @torch.no_grad()
     def make_experience(self) -> tuple[list[Experience], dict[str, float]]:
-        """Roll out each active loader, score the programs, and compute advantages."""
-        from rlkd_fast.rollout import generate
-
-        cfg = self.cfg
-        k = cfg.grpo_group if cfg.rl_stage == "grpo" else 1
+        """Roll out each active loader, reward the programs, score the tokens, compute the
+        advantages; returns one :class:`Experience` per loader and the rollout's stats."""
         stats: dict[str, float] = {}
-        before = dict(self.timers)
+        before = dict(self.state.timers)
+        batches = self._rollouts()
+        # Execution runs in the C++ executor's processes while the judges score on this one.
+        pending = self._executor().submit(batches["vr"][2]) if "vr" in batches else None
+        rewards = {source: self._judge(source, *batches[source], stats)
+                   for source in ("yon", "rerank") if source in batches}
+        if pending is not None:
+            rewards["vr"] = self._verify(pending, batches["vr"][0], stats)
+        experiences = []
+        for source, (rows, roll, programs) in batches.items():
+            self._response_stats(source, rows, roll, programs, rewards[source], stats)
+            experiences.append(self._experience(source, roll, rewards[source]))
+        for key in ("generate", "execute", "judge", "score"):  # this rollout's seconds
+            stats[f"time/{key}"] = self.state.timers[key] - before.get(key, 0.0)
+        stats["wall_seconds"] = self._elapsed()
+        return experiences, stats
+
+    def _rollouts(self) -> dict[str, tuple[list, Rollout, list[str]]]:
+        """Per active loader: (the problems of each row, the rollout, the programs)."""
+        cfg = self.cfg
         batches = {}
         unlabeled_idx = None
         for source, _ in self._sources():
@@ -371,137 +440,120 @@ class Trainer:
                     unlabeled_idx = self.streams["unlabeled"].next(cfg.rollout_batch)
                 problems = [self.data.unlabeled[i] for i in unlabeled_idx]
             t = time.time()
-            prompts = [student_prompt(cfg, p.question) for p in problems]
-            roll = generate(self.policy.lm, self.tokenizer, prompts,
+            k = self.algo.samples(self.settings)
+            roll = generate(self.policy.lm, self.tokenizer,
+                            [student_prompt(cfg, p.question) for p in problems],
                             max_new_tokens=cfg.max_new_tokens, do_sample=True,
                             temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                             num_samples=k, batch_size=max(64, k),
                             max_prompt_length=cfg.max_prompt_tokens)
-            self.timers["generate"] += time.time() - t
+            self.state.timers["generate"] += time.time() - t
             rows = [problems[i] for i in roll.prompt_index.tolist()]
-            primers = [program_header(p.question, cfg.anti_hacking_suffix) for p in rows]
-            programs = [program_from_completion(text, primer=primer)
-                        for text, primer in zip(roll.texts, primers, strict=True)]
+            programs = [program_from_completion(text, primer=program_header(
+                            p.question, cfg.anti_hacking_suffix))
+                        for text, p in zip(roll.texts, rows, strict=True)]
             batches[source] = (rows, roll, programs)
-        # Execution runs in the C++ executor's processes while the judges score on this one.
-        pending = None
-        if "vr" in batches:
-            pending = self.executor.submit(batches["vr"][2])
-        scores = {}
-        for source in ("yon", "rerank"):
-            if source in batches:
-                t = time.time()
-                rows, _, programs = batches[source]
-                result = self.judges[source].score([p.question for p in rows], programs)
-                scores[source] = result.reward.float().cpu()
-                for key, value in result.extras.items():
-                    if torch.is_tensor(value) and value.numel():
-                        stats[f"judge/{source}_{key}"] = value.float().mean().item()
-                self.timers["judge"] += time.time() - t
-        if pending is not None:
-            from rlkd_fast.rewards import verifiable_reward
+        return batches
 
-            t = time.time()
-            rows, _, programs = batches["vr"]
-            results = pending.result()
-            scores["vr"] = torch.as_tensor(
-                verifiable_reward(results, [p.answer for p in rows]), dtype=torch.float32)
-            stats["exec/ok_frac"] = sum(r.status == "ok" for r in results) / len(results)
-            self.timers["execute"] += time.time() - t
-        experiences = []
-        for source, (rows, roll, programs) in batches.items():
-            stats[f"reward/{source}"] = scores[source].mean().item()
-            if source != "vr" and any(p.answer is not None for p in rows):
-                # Only reported: unlabeled rows' labels (when the data has them) never train.
-                correct = self._correct(programs, [p.answer for p in rows])
-                stats[f"monitor/{source}_true_accuracy"] = correct
-            lines = [count_program_lines(p) for p in programs]
-            stats[f"response/{source}_short_frac"] = sum(n < evaluation.SHORT_LINES
-                                                         for n in lines) / len(lines)
-            stats[f"response/{source}_tokens"] = roll.response_mask.sum(1).float().mean().item()
-            experiences.append(self._experience(source, roll, scores[source]))
-        for key in ("generate", "execute", "judge", "score"):  # this rollout's seconds
-            stats[f"time/{key}"] = self.timers[key] - before.get(key, 0.0)
-        stats["wall_seconds"] = self._elapsed()
-        return experiences, stats
+    def _judge(self, source: str, rows: list, roll: Rollout, programs: list[str],
+               stats: dict[str, float]) -> torch.Tensor:
+        """The rewards [N] of one judge; its extras (e.g. the Yes/No mass) go into ``stats``."""
+        t = time.time()
+        result = self.judges[source].score([p.question for p in rows], programs)
+        for key, value in result.extras.items():
+            if torch.is_tensor(value) and value.numel():
+                stats[f"judge/{source}_{key}"] = value.float().mean().item()
+        self.state.timers["judge"] += time.time() - t
+        return result.reward.float().cpu()
+
+    def _verify(self, pending, rows: list, stats: dict[str, float]) -> torch.Tensor:
+        """The verifiable rewards [N] of the programs submitted to the executor."""
+        t = time.time()
+        results = pending.result()
+        rewards = torch.as_tensor(verifiable_reward(results, [p.answer for p in rows]),
+                                  dtype=torch.float32)
+        stats["exec/ok_frac"] = sum(r.status == "ok" for r in results) / len(results)
+        self.state.timers["execute"] += time.time() - t
+        return rewards
+
+    def _response_stats(self, source: str, rows: list, roll: Rollout, programs: list[str],
+                        rewards: torch.Tensor, stats: dict[str, float]) -> None:
+        stats[f"reward/{source}"] = rewards.mean().item()
+        if source != "vr" and any(p.answer is not None for p in rows):
+            # Only reported: unlabeled rows' labels (when the data has them) never train.
+            correct = self._correct(programs, [p.answer for p in rows])
+            stats[f"monitor/{source}_true_accuracy"] = correct
+        lines = [count_program_lines(p) for p in programs]
+        stats[f"response/{source}_short_frac"] = sum(n < evaluation.SHORT_LINES
+                                                     for n in lines) / len(lines)
+        stats[f"response/{source}_tokens"] = roll.response_mask.sum(1).float().mean().item()
 
     def _correct(self, programs: list[str], answers: list[float | None]) -> float:
-        if self.executor is None:
-            self.executor = run_inputs.open_executor(self.cfg)
-        from rlkd_fast.rewards import verifiable_reward
-
-        results = self.executor.run(programs)
-        rewards = verifiable_reward(results, answers)
+        rewards = verifiable_reward(self._executor().run(programs), answers)
         return sum(float(r) == 1.0 for r in rewards) / len(rewards)
 
-    def _experience(self, source: str, roll, scores: torch.Tensor) -> Experience:
-        cfg = self.cfg
+    def _experience(self, source: str, roll: Rollout, rewards: torch.Tensor) -> Experience:
+        """Score the rollout's tokens (old and reference log-probs, values) and compute its
+        advantages: the "score" phase of the step."""
         batch = SequenceBatch(roll.prompt_ids, roll.prompt_mask, roll.response_ids,
                               roll.response_mask).to(self.device)
         t = time.time()
-        old, ref, values = score_tokens(self.policy, self.ref, batch, cfg.temperature)
-        scores = scores.to(self.device)
-        if cfg.rl_stage == "grpo":
-            adv = group_advantages(scores, cfg.grpo_group, cfg.grpo_scale)
-            exp = Experience(source, batch, scores, old, ref, adv)
-        else:
-            adv, ret = ppo_token_advantages(scores, batch.response_mask, old, ref, values,
-                                            cfg.kl_coef, cfg.gamma, cfg.lam,
-                                            cfg.whiten_advantages)
-            exp = Experience(source, batch, scores, old, ref, adv, values, ret)
-        self.timers["score"] += time.time() - t
-        return exp
+        old, ref, values = score_tokens(self.policy, self.ref, batch, self.cfg.temperature)
+        rewards = rewards.to(self.device)
+        advantages, returns = self.algo.advantages(rewards, batch, old, ref, values,
+                                                   self.settings)
+        self.state.timers["score"] += time.time() - t
+        return Experience(source, batch, rewards, old, ref, advantages, values, returns)
 
     def update(self, ddp_policy, opt, experiences: list[Experience]):
-        """PPO epochs over minibatches; yields the stats of each optimizer step."""
+        """PPO epochs over minibatches; yields the stats of each optimizer step. The policy is
+        in train mode only while this runs: eval mode comes back however it ends (exhausted,
+        closed early or raising)."""
         cfg = self.cfg
         coef = dict(self._sources())
         n = len(experiences[0])
         minibatches = max(1, n // min(cfg.minibatch_size, n))
         self.policy.train()
-        for _ in range(cfg.ppo_epochs):
-            perms = {e.source: torch.randperm(len(e)) for e in experiences}
-            for m in range(minibatches):
-                t = time.time()
-                opt.zero_grad(set_to_none=True)
-                step_stats: dict[str, float] = {}
-                for exp in experiences:
-                    idx = perms[exp.source].chunk(minibatches)[m].to(self.device)
-                    sync = nullcontext() if exp is experiences[-1] else self.acc.no_sync(ddp_policy)
-                    with sync:
-                        loss, stats = minibatch_loss(
-                            ddp_policy, exp.select(idx), cfg.rl_stage, clip=cfg.clip,
-                            value_clip=cfg.value_clip, vf_coef=cfg.vf_coef,
-                            kl_coef=cfg.kl_coef if cfg.rl_stage == "grpo" else 0.0,
-                            entropy_coef=cfg.entropy_coef, reduction=cfg.reduction,
-                            temperature=cfg.temperature)
-                        self.acc.backward(coef[exp.source] * loss)
-                    step_stats.update({f"{exp.source}/{k}": v for k, v in stats.items()})
-                    step_stats[f"{exp.source}/loss"] = loss.item()
-                grad_norm = self.acc.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-                opt.step()
-                step_stats["time/update"] = time.time() - t
-                self.timers["update"] += step_stats["time/update"]
-                step_stats["grad_norm"] = float(grad_norm)
-                yield step_stats
-        self.policy.eval()
+        try:
+            for _ in range(cfg.ppo_epochs):
+                perms = {e.source: torch.randperm(len(e)) for e in experiences}
+                for m in range(minibatches):
+                    t = time.time()
+                    opt.zero_grad(set_to_none=True)
+                    step_stats: dict[str, float] = {}
+                    for exp in experiences:
+                        idx = perms[exp.source].chunk(minibatches)[m].to(self.device)
+                        last = exp is experiences[-1]  # gradients sync across ranks once
+                        with nullcontext() if last else self.acc.no_sync(ddp_policy):
+                            loss, stats = self.algo.loss(ddp_policy, exp.select(idx),
+                                                         self.settings)
+                            self.acc.backward(coef[exp.source] * loss)
+                        step_stats.update({f"{exp.source}/{k}": v for k, v in stats.items()})
+                        step_stats[f"{exp.source}/loss"] = loss.item()
+                    grad_norm = self.acc.clip_grad_norm_(self.policy.parameters(),
+                                                         cfg.max_grad_norm)
+                    opt.step()
+                    step_stats["time/update"] = time.time() - t
+                    self.state.timers["update"] += step_stats["time/update"]
+                    step_stats["grad_norm"] = float(grad_norm)
+                    yield step_stats
+        finally:
+            self.policy.eval()
 
     # ------------------------------------------------------------------ evaluation, state
     def evaluate(self, tag: str) -> float:
         """Greedy accuracy on the held-out problems (main process; others wait)."""
         accuracy = 0.0
         if self.main:
-            if self.executor is None:
-                self.executor = run_inputs.open_executor(self.cfg)
             cfg = self.cfg
             result = evaluation.evaluate(
-                self.policy.lm, self.tokenizer, self.data.test, executor=self.executor,
+                self.policy.lm, self.tokenizer, self.data.test, executor=self._executor(),
                 batch_size=64, max_new_tokens=cfg.max_new_tokens, prompt_style=cfg.prompt_style,
                 anti_hacking=cfg.anti_hacking_suffix, max_prompt_length=cfg.max_prompt_tokens)
             accuracy = result["greedy_acc"]
-            self.state["evals"].append({"tag": tag, "step": self.state["rl_step"],
-                                        "accuracy": accuracy, "short_share": result["short_share"],
-                                        "seconds": result["seconds"]})
+            self.state.evals.append({"tag": tag, "step": self.state.rl_step,
+                                     "accuracy": accuracy, "short_share": result["short_share"],
+                                     "seconds": result["seconds"]})
             self.log.log(self._global_step(), {"eval/accuracy": accuracy, "eval/tag": tag})
             print(f"[{tag}] held-out accuracy: {accuracy:.2%} on {len(self.data.test)} problems",
                   file=sys.stderr)
@@ -514,29 +566,32 @@ class Trainer:
             return flag
         return self.acc.reduce(torch.tensor([float(flag)], device=self.device), "max").item() > 0
 
-    def _stop(self, extra: dict[str, Any], saved: bool) -> None:
+    def _stop(self, saved: bool) -> None:
         """After a Ctrl-C: save a checkpoint at this step (unless just saved), say how to
         resume, and exit with code 130."""
         if not saved:
-            self.checkpoint(extra=extra)
+            self.checkpoint()
         if self.main:
             plot_curves(self.log.records(), self.out)
             ckpt = self.out / (self.out / "latest").read_text().strip()
             command = (f"python -m rlkd_fast.train --config "
                        f"{shlex.quote(str(self.out / 'config.json'))} --resume")
             print(f"\ninterrupted: {ckpt} holds step {self._global_step()} (RL step "
-                  f"{self.state['rl_step']}); resume with\n  {command}", file=sys.stderr)
+                  f"{self.state.rl_step}); resume with\n  {command}", file=sys.stderr)
         raise SystemExit(130)
 
-    def checkpoint(self, extra: dict[str, Any] | None = None) -> None:
+    def checkpoint(self) -> None:
+        """Save the weights and :class:`TrainerState` (with the running stage's optimizer)."""
         self.acc.wait_for_everyone()
         if self.main:
-            state = self.state | {"streams": {k: s.state() for k, s in self.streams.items()},
-                                  "timers": dict(self.timers), "elapsed": self._elapsed(),
-                                  **(extra or {})}
-            save_checkpoint(self.out, self._global_step(), self.policy, state,
-                            tokenizer=self.tokenizer,
-                            prompt_settings=prompt_settings(self.cfg))
+            opt, sched = self.stage_optim or (None, None)
+            state = dataclasses.replace(
+                self.state, streams={k: s.state() for k, s in self.streams.items()},
+                elapsed=self._elapsed(),
+                optimizer=None if opt is None else opt.state_dict(),
+                scheduler=None if sched is None else sched.state_dict())
+            save_checkpoint(self.out, self._global_step(), self.policy, state.to_dict(),
+                            tokenizer=self.tokenizer, prompt_settings=prompt_settings(self.cfg))
         self.acc.wait_for_everyone()
 
     def _maybe_resume(self) -> str | None:
@@ -547,18 +602,16 @@ class Trainer:
             path = latest_checkpoint(self.out, repair=False)
         if path is None:
             return None
-        state = load_trainer_state(path)
+        saved = load_trainer_state(path)
         fresh, _ = run_inputs.load_policy(self.cfg, path / "policy", self.device,
-                                         with_value=False)
+                                          with_value=False)
         self.policy.lm.load_state_dict(fresh.lm.state_dict())
         self.policy.load_value_head(path / "policy")
-        for name, s in state.pop("streams").items():
-            self.streams[name].load(s)
-        self.timers.update(state.pop("timers", {}))
-        self.elapsed_before = state.pop("elapsed", 0.0)
-        restore_rng(state.pop("rng"))
-        state.pop("step", None)
-        self.state = state
+        self.state = TrainerState.from_dict(saved)
+        for name, position in self.state.streams.items():
+            self.streams[name].load(position)
+        self.elapsed_before = self.state.elapsed
+        restore_rng(saved["rng"])
         if self.main:
             print(f"resumed from {path}", file=sys.stderr)
         return str(path)
@@ -570,20 +623,20 @@ class Trainer:
 
     def _finish(self, final: float, resumed_from: str | None) -> dict[str, Any]:
         session = {"wall_seconds": time.time() - self.t0,
-                   "steps": self.state["rl_step"] - self.session_start[0],
-                   "sft_steps": self.state["sft_step"] - self.session_start[1]}
+                   "steps": self.state.rl_step - self.session_start[0],
+                   "sft_steps": self.state.sft_step - self.session_start[1]}
         summary = {
-            "initial_accuracy": self.state["initial_accuracy"],
+            "initial_accuracy": self.state.initial_accuracy,
             "final_accuracy": final,
-            "steps": self.state["rl_step"],  # the whole run's, over every resume
-            "sft_steps": self.state["sft_step"],
+            "steps": self.state.rl_step,  # the whole run's, over every resume
+            "sft_steps": self.state.sft_step,
             "wall_seconds": self._elapsed(),
             "stages": self.cfg.stages,
             "coefficients": {"vr": self.cfg.coef_vr, "yon": self.cfg.coef_yon,
                              "rerank": self.cfg.coef_rerank},
             "eval_problems": len(self.data.test),
-            "evals": self.state["evals"],
-            "time_split_seconds": dict(self.timers),  # whole-run totals per phase
+            "evals": self.state.evals,
+            "time_split_seconds": dict(self.state.timers),  # whole-run totals per phase
             "resumed_from": resumed_from,
             "this_session": session,
         }
@@ -605,8 +658,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run ``cfg`` (as :func:`~rlkd_fast.config.parse_command_line` returns it); returns the
     summary."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()  # our own bars say what is going on
     try:
         trainer = Trainer(cfg)

@@ -30,7 +30,7 @@ from rlkd_fast.models import (
     load_sequence_classifier,
 )
 from rlkd_fast.policy import PolicyWithValue, SequenceBatch
-from rlkd_fast.ppo import Experience, minibatch_loss, score_tokens
+from rlkd_fast.ppo import ALGORITHMS, Experience, RLSettings, score_tokens
 from rlkd_fast.prompts import program_header
 from rlkd_fast.rollout import pad_rows, response_mask
 
@@ -132,9 +132,9 @@ def _first_minibatch_stats(policy, ref, batch, rl: str) -> dict[str, float]:
     eval mode, the minibatch (rows 1, 0 of it) in train mode."""
     exp = _experience(policy.eval(), ref, batch, rl)
     policy.train()
-    _, stats = minibatch_loss(policy, exp.select(torch.tensor([1, 0])), rl, clip=0.2,
-                              value_clip=0.2, vf_coef=0.5, kl_coef=0.05 if rl == "grpo" else 0.0,
-                              entropy_coef=0.0, reduction="seq-mean-token-mean", temperature=0.7)
+    settings = RLSettings(clip=0.2, value_clip=0.2, vf_coef=0.5, kl_coef=0.05,
+                          reduction="seq-mean-token-mean", temperature=0.7)
+    _, stats = ALGORITHMS[rl].loss(policy, exp.select(torch.tensor([1, 0])), settings)
     policy.eval()
     return stats
 
@@ -169,8 +169,8 @@ def test_every_trainable_parameter_gets_a_gradient(zoo, name):
     batch, _ = rollout_batch(model, tok, n_new=3)
     policy = PolicyWithValue(model)
     exp = _experience(policy.eval(), None, batch, "ppo")
-    loss, _ = minibatch_loss(policy.train(), exp, "ppo", clip=0.2, value_clip=0.2, vf_coef=0.5,
-                             kl_coef=0.0, entropy_coef=0.0, reduction="token-mean")
+    settings = RLSettings(clip=0.2, value_clip=0.2, vf_coef=0.5, reduction="token-mean")
+    loss, _ = ALGORITHMS["ppo"].loss(policy.train(), exp, settings)
     loss.backward()
     missing = [n for n, p in policy.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing

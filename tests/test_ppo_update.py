@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from rlkd_fast.demo.teacher import corrupt_program, judge_examples
 from rlkd_fast.policy import PolicyWithValue, SequenceBatch
-from rlkd_fast.ppo import Experience, minibatch_loss, ppo_token_advantages, score_tokens
+from rlkd_fast.ppo import ALGORITHMS, Experience, RLSettings, ppo_token_advantages, score_tokens
 from rlkd_fast.sft import sft_batch
 
 
@@ -95,8 +95,8 @@ def test_ppo_update_matches_reference():
             p.add_(0.3 * torch.randn_like(p))
     twin = copy.deepcopy(policy).double()
 
-    loss, stats = minibatch_loss(policy, exp, "ppo", clip=clip, value_clip=vclip, vf_coef=vf,
-                                 kl_coef=0.0, entropy_coef=0.0, reduction="seq-mean-token-mean")
+    settings = RLSettings(clip=clip, value_clip=vclip, vf_coef=vf, reduction="seq-mean-token-mean")
+    loss, stats = ALGORITHMS["ppo"].loss(policy, exp, settings)
     loss.backward()
     exp64 = Experience("vr", batch, scores.double(), old.double(), ref_lp.double(),
                        adv.double(), values.double(), ret.double())
