@@ -189,6 +189,7 @@ def subreaper():
     libc.prctl(36, 0, 0, 0, 0)
 
 
+@pytest.mark.slow
 def test_executor_throughput(subreaper):
     programs = make_corpus(N, seed=1, timeout_frac=0.01)
     ref = _serial_reference(programs)

@@ -1,5 +1,13 @@
-"""Tests run on CPU: Triton kernels execute in the interpreter, which must be switched on before
-any ``@triton.jit`` function is defined, hence here, before the package is imported."""
+"""Shared by every test: the CPU set-up and the fixtures.
+
+Tests run on CPU: Triton kernels execute in the interpreter, which must be switched on before
+any ``@triton.jit`` function is defined, hence here, before the package is imported.
+
+Layout, as the code: ``kernels/`` (each op against its float64 loop, both backends),
+``executor/`` (the sandbox), ``data/``, ``demo/``, ``system/`` (end-to-end runs and command
+lines); the library's modules are tested at this level. Plain helpers (the device, the
+repository's root, the float64 comparison) are in ``helpers.py``: ``from helpers import ...``.
+"""
 
 import os
 
@@ -9,6 +17,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
+from helpers import DEVICE
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -24,9 +33,6 @@ def _one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import ast
 import os
 import re
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from rlkd_fast import metrics
 from rlkd_fast.metrics import MetricsLog, overview_figure, plot_curves, smooth
@@ -42,7 +42,7 @@ def panel(fig, prefix: str):
 def test_the_plain_install_brings_matplotlib():
     """Pictures by default: matplotlib is in setup.py's install_requires, not in an extra;
     TensorBoard stays optional."""
-    tree = ast.parse((Path(__file__).parent.parent / "setup.py").read_text())
+    tree = ast.parse((REPO / "setup.py").read_text())
     (call,) = [n for n in ast.walk(tree)
                if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"]
     args = {k.arg: ast.literal_eval(k.value) for k in call.keywords

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import assert_matches
 
 from rlkd_fast.kernels.naive import yon_reward_naive
 from rlkd_fast.kernels.yon_reward import (
@@ -18,36 +19,17 @@ from rlkd_fast.kernels.yon_reward import (
 # the package exports the function under the module's name, so reach the module explicitly
 mod = importlib.import_module("rlkd_fast.kernels.yon_reward")
 BACKENDS = ["triton", "torch"]
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 YES, NO = [5, 17, 640], [3, 999]
 INF = float("inf")
 
 
+pytestmark = pytest.mark.usefixtures("on_device")
+
+
 def _check(got, ref, atol=1e-6, rtol=1e-5):
     """Every element of each output against the float64 reference (NaN where it is NaN)."""
-    for g, r in zip(got, ref):
-        assert g.dtype == torch.float32 and g.shape == r.shape
-        torch.testing.assert_close(g.double(), r, atol=atol, rtol=rtol, equal_nan=True)
-
-
-@pytest.fixture(autouse=True)
-def _on_device():
-    """Tensors are made on the GPU where there is one (compiled kernels), else on the CPU (the
-    Triton interpreter)."""
-    with torch.device(DEVICE):
-        yield
-
-
-@pytest.fixture
-def poisoned(monkeypatch):
-    """torch.empty hands out NaN/garbage, so any output element the kernel skips shows up."""
-    real_empty = torch.empty
-
-    def empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        return t.fill_(math.nan) if t.is_floating_point() else t.fill_(-7)
-
-    monkeypatch.setattr(torch, "empty", empty)
+    for g, r in zip(got, ref, strict=True):
+        assert_matches(g, r, rtol=rtol, atol=atol, equal_nan=True)
 
 
 def _logits(rows, vocab, dtype=torch.float32, scale=3.0):
@@ -56,7 +38,7 @@ def _logits(rows, vocab, dtype=torch.float32, scale=3.0):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
-def test_random_logits_match_reference(backend, dtype, poisoned):
+def test_random_logits_match_reference(backend, dtype, poisoned_outputs):
     # V=1000 is no multiple of the 128-wide tiles; the rows are split over 8 programs each
     x = _logits(7, 1000, dtype)
     x[:, YES[0]] += 4  # spread the rewards across the threshold
@@ -68,7 +50,7 @@ def test_random_logits_match_reference(backend, dtype, poisoned):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_reward_only(backend, poisoned):
+def test_reward_only(backend, poisoned_outputs):
     x = _logits(4, 300, torch.bfloat16)
     reward, mass = yon_reward(x, YES[:2], NO[:1], tau=0.6, delta=0.2, with_mass=False,
                               backend=backend)
@@ -78,13 +60,13 @@ def test_reward_only(backend, poisoned):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("vocab", [37, 1001])
-def test_single_row_and_tiny_vocab(backend, vocab, poisoned):
+def test_single_row_and_tiny_vocab(backend, vocab, poisoned_outputs):
     x = _logits(1, vocab)
     got = yon_reward(x, 4, torch.tensor([36, 2]), tau=0.5, delta=0.0, backend=backend)
     _check(got, yon_reward_reference(x, [4], [36, 2], tau=0.5, delta=0.0))
 
 
-def test_several_tiles_per_program(monkeypatch, poisoned):
+def test_several_tiles_per_program(monkeypatch, poisoned_outputs):
     monkeypatch.setattr(mod, "_TARGET_PROGRAMS", 9)
     assert mod._plan(3, 1000) == (128, 3, 3)  # 8 tiles per row: 3 + 3 + 2
     x = _logits(3, 1000)
@@ -92,7 +74,7 @@ def test_several_tiles_per_program(monkeypatch, poisoned):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_strided_rows(backend, poisoned):
+def test_strided_rows(backend, poisoned_outputs):
     full = _logits(4 * 3, 513).view(4, 3, 513)
     last = full[:, -1]  # the judge's last position: row stride 3*V, contiguous vocab
     _check(yon_reward(last, YES[:2], NO[:1], backend=backend),
@@ -104,7 +86,7 @@ def test_strided_rows(backend, poisoned):
 
 @pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # interpreter's numpy
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_extreme_logits(backend, poisoned):
+def test_extreme_logits(backend, poisoned_outputs):
     # rows near +1e4 whose sides differ by O(1): the score must not lose the gap to rounding
     # V=1100: 5 programs per row (256-wide tiles), so the merge pads its partials to 8
     x = 1e4 + _logits(6, 1100, scale=1.0)
@@ -142,7 +124,7 @@ def test_threshold_and_tau(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_real_vocab(backend, poisoned):
+def test_real_vocab(backend, poisoned_outputs):
     x = _logits(2, 151936, torch.bfloat16)
     yes, no = [9454, 9693, 151935], [2753, 2308, 0]
     _check(yon_reward(x, yes, no, tau=1.3, backend=backend),
@@ -181,7 +163,7 @@ def test_torch_compile_fullgraph():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_from_hidden_equals_full_logits(backend, with_bias, poisoned):
+def test_from_hidden_equals_full_logits(backend, with_bias, poisoned_outputs):
     rows, width, vocab = 5, 600, 9000  # H spans 2 blocks, one masked; V spans 3 head chunks
     h = torch.randn(rows, width)
     w = torch.randn(vocab, width) / width**0.5 * 3
@@ -200,7 +182,7 @@ def test_from_hidden_equals_full_logits(backend, with_bias, poisoned):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_from_hidden_with_a_padded_vocabulary(backend, poisoned):
+def test_from_hidden_with_a_padded_vocabulary(backend, poisoned_outputs):
     """A -inf bias on the padding rows of the head (and on one yes id): they carry no mass."""
     h, w = torch.randn(4, 48), torch.randn(1100, 48) * 0.5
     bias = torch.zeros(1100)
@@ -213,7 +195,7 @@ def test_from_hidden_with_a_padded_vocabulary(backend, poisoned):
                                                  bias=finite), atol=2e-6, rtol=2e-5)
 
 
-def test_from_hidden_many_rows(poisoned):
+def test_from_hidden_many_rows(poisoned_outputs):
     # 70 rows: two 64-row tiles in the fused mass GEMM; V=300 ends inside a 128-wide tile
     h, w = torch.randn(70, 40), torch.randn(300, 40) * 0.5
     h[3] = 0.0  # every logit 0: two ids a side give s = 0.5 (kept at delta 0.5), mass 4/300
@@ -226,7 +208,7 @@ def test_from_hidden_many_rows(poisoned):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_from_hidden_half_inputs(backend, dtype, poisoned):
+def test_from_hidden_half_inputs(backend, dtype, poisoned_outputs):
     h = torch.randn(3, 64).to(dtype)
     w = (torch.randn(500, 64) * 0.4).to(dtype)
     bias = torch.randn(500).to(dtype)

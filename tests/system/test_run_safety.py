@@ -85,6 +85,7 @@ def test_first_ctrl_c_asks_the_second_ends_at_once():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_rl_saves_a_checkpoint_that_resume_continues(tmp_path):
     cache = tmp_path / "cache"
     out = tmp_path / "run"

@@ -7,8 +7,6 @@ import torch
 from rlkd_fast.kernels.grpo import _grpo_triton, grpo_advantages
 from rlkd_fast.kernels.naive import grpo_advantages_naive as loop_grpo
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # as conftest.on_device
-
 pytestmark = pytest.mark.usefixtures("on_device", "poisoned_outputs")
 
 

@@ -41,6 +41,7 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(ckpt / "policy" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_sft_then_ppo_writes_summary_metrics_and_checkpoint(tmp_path, cache):
     summary = run(tmp_path, cache, "rl_steps=2", "coef_vr=0.5", "coef_yon=0.5")
     for key in ("initial_accuracy", "final_accuracy", "steps", "wall_seconds"):
@@ -100,6 +101,7 @@ def test_zero_coefficient_never_loads_its_judge(tmp_path, cache, monkeypatch):
     assert summary["steps"] == 1
 
 
+@pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(tmp_path, cache):
     # 2 updates per rollout (4 rows, minibatches of 2, 1 PPO epoch); checkpoints every rollout.
     common = ["coef_vr=0.5", "coef_yon=0.5", "save_every=2"]
@@ -117,6 +119,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, cache):
     assert sorted(set(steps[0])) == sorted(set(steps[1]))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache):
     args = [f"output_dir={tmp_path}", f"cache_dir={cache}", *TINY, "rl_steps=6", "save_every=1",
             "coef_vr=1", "coef_yon=0"]
@@ -187,6 +190,7 @@ def test_every_shipped_config_loads_and_validates():
     assert load_config("codegen350m_gsm8k_vr_yon").vf_coef == 0.1
 
 
+@pytest.mark.slow
 def test_two_process_ddp_replicas_stay_identical(tmp_path, cache):
     """2 CPU processes (gloo): after SFT and a PPO update, both replicas hold the same weights,
     and those weights moved."""

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 from pot_corpus import make_corpus
 
 from rlkd_fast import pot
@@ -255,6 +256,7 @@ def test_zygote_killed_mid_batch_then_recovery():
         assert all(p > 0 for p in ex.zygote_pids())
 
 
+@pytest.mark.slow
 def test_thousand_mixed_programs_under_load(fork_ex):
     """1,000 corpus programs (1% never finish) while other threads keep the executor busy."""
     programs = make_corpus(1000, seed=3, timeout_frac=0.01)

@@ -212,6 +212,7 @@ def test_reft_values_of_odd_results(ex):
     assert all(r.status == "nonnumeric" for r in res)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation", ["fork", "worker"])
 def test_all_at_once_then_still_healthy(ex, isolation):
     """Every case in one batch (they run concurrently), then ordinary programs still work;

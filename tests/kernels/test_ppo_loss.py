@@ -17,8 +17,6 @@ from rlkd_fast.kernels.ppo_loss import (
     ppo_loss,
 )
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # as conftest.on_device
-
 REDUCTIONS = ["seq-mean-token-mean", "token-mean"]
 
 
