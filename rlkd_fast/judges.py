@@ -517,7 +517,8 @@ class RerankJudge(Judge):
 
     Input: ``"Question:\\n{q}\\nAnswer reasoning:\\n{program}"`` without special tokens, as
     ReFT's reranker was trained; reward = softmax(logits)[1]. Rows are right padded: the
-    classifier reads the last non-pad token.
+    classifier reads the last non-pad token. Batches are sorted by length and hold at most
+    ``batch_size`` rows and ``max_batch_tokens`` padded tokens (None: no token limit).
     """
 
     name = "rerank"
@@ -530,7 +531,9 @@ class RerankJudge(Judge):
         batch_size: int = 16,
         max_length: int = 1024,
         device: str | torch.device | None = None,
+        max_batch_tokens: int | None = 16384,
     ):
+        _check_budget(batch_size, max_batch_tokens)
         labels = getattr(model.config, "num_labels", None)
         if labels != 2:
             raise ValueError(f"the reranker must be a 2-label classifier, got num_labels={labels}")
@@ -542,6 +545,7 @@ class RerankJudge(Judge):
         self.model.eval()
         self.tokenizer, self.template = tokenizer, template
         self.batch_size, self.max_length = batch_size, max_length
+        self.max_batch_tokens = max_batch_tokens
 
     @classmethod
     def from_pretrained(
@@ -563,7 +567,7 @@ class RerankJudge(Judge):
         ids, _ = encode_bounded(self.tokenizer, texts, self.max_length, "first")
         reward = torch.zeros(len(texts), dtype=torch.float32)
         device = model_device(self.model)
-        for batch in _batches([len(r) for r in ids], self.batch_size):
+        for batch in _batches([len(r) for r in ids], self.batch_size, self.max_batch_tokens):
             x, mask = pad_rows([ids[j] for j in batch], self.tokenizer.pad_token_id, "right")
             logits = self.model(input_ids=x.to(device), attention_mask=mask.to(device)).logits
             reward[torch.tensor(batch)] = logits.float().softmax(-1)[:, 1].cpu()
@@ -576,6 +580,8 @@ class LogLikelihoodScorer(Judge):
 
     Log-probabilities are computed from the response positions' hidden states only, in fp32,
     in chunks of rows, so memory stays at ``chunk x V``. Programs with no tokens score -inf.
+    Batches are sorted by length and hold at most ``batch_size`` rows and ``max_batch_tokens``
+    padded tokens (None: no token limit).
     """
 
     name = "ll"
@@ -589,13 +595,16 @@ class LogLikelihoodScorer(Judge):
         max_length: int = 2048,
         device: str | torch.device | None = None,
         chunk: int = 256,
+        max_batch_tokens: int | None = 16384,
     ):
+        _check_budget(batch_size, max_batch_tokens)
         if not template.endswith("{program}"):
             raise ValueError("the LL template must end with {program} (the scored response)")
         self.model = model.to(device) if device is not None else model
         self.model.eval()
         self.tokenizer, self.template = tokenizer, template
         self.batch_size, self.max_length, self.chunk = batch_size, max_length, chunk
+        self.max_batch_tokens = max_batch_tokens
         self._trunk = fusable_trunk(self.model)  # None: log-probs from the model's own logits
 
     @classmethod
@@ -623,7 +632,8 @@ class LogLikelihoodScorer(Judge):
         qs = _check_pairs(questions, programs)
         encoded = [self._encode(q, p) for q, p in zip(qs, programs)]
         reward = torch.full((len(encoded),), float("-inf"), dtype=torch.float32)
-        for batch in _batches([len(e[0]) for e in encoded], self.batch_size):
+        for batch in _batches([len(e[0]) for e in encoded], self.batch_size,
+                              self.max_batch_tokens):
             rows = [encoded[j] for j in batch]
             reward[torch.tensor(batch)] = self._mean_logprob(rows)
         tokens = torch.tensor([e[1] for e in encoded], dtype=torch.long)

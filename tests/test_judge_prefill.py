@@ -79,7 +79,8 @@ class TokenCounter:
         self.handle = module.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs):
-        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        mask = kwargs["attention_mask"]
         self.shapes.append(tuple(ids.shape))
         self.real += int(mask[:, -ids.shape[1]:].sum())
 
@@ -176,3 +177,27 @@ def test_bad_budgets_fail_clearly(zoo, kwargs, match):
     model, tok = load_causal_lm(zoo.path("qwen3_judge"), device="cpu")
     with pytest.raises(ValueError, match=match):
         YoNJudge(model, tok, **kwargs)
+
+
+def test_reranker_and_log_likelihood_batch_by_tokens(zoo):
+    """Same scores as one row at a time; no forward over the budget (bar a lone long row)."""
+    from rlkd_fast.judges import LogLikelihoodScorer, RerankJudge
+    from rlkd_fast.models import load_sequence_classifier
+
+    questions, programs = grpo_batch()
+    model, tok = load_sequence_classifier(zoo.path("opt_reranker"), device="cpu")
+    lm, lm_tok = load_judge_model(zoo, "llama31_judge")
+    cases = [(lambda **kw: RerankJudge(model, tok, **kw), model.model),
+             (lambda **kw: LogLikelihoodScorer(lm, lm_tok, **kw), lm.model)]
+    for make, trunk in cases:
+        want = make(batch_size=1, max_batch_tokens=None).score(questions, programs).reward
+        counter = TokenCounter(trunk)
+        try:
+            got = make(batch_size=64, max_batch_tokens=100).score(questions, programs).reward
+        finally:
+            counter.close()
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        assert len(counter.shapes) > 2
+        assert all(b * length <= 100 or b == 1 for b, length in counter.shapes)
+    with pytest.raises(ValueError, match="max_batch_tokens must be >= 1 or None, got -1"):
+        RerankJudge(model, tok, max_batch_tokens=-1)
