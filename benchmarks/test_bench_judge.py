@@ -138,7 +138,7 @@ def test_bench_judge_prefill():
         real, padded = forwarded_tokens(judge, questions, programs)
         diff = (rewards[name] - rewards[BASELINE]).abs().max().item()
         ms = sorted(times[name])[len(times[name]) // 2]
-        note = f"tokens {real:,} real / {padded:,} padded; max|dr| {diff:.1e}"
+        note = f"tokens {real:,} real / {padded:,} padded; rewards within {diff:.1e} of today's"
         if name in SHARED:
             note += "; target >= 1.5x today (GPU, Qwen3-8B shape)"
         table.add(op="judge_prefill", size=size, impl=name, ms=ms,
