@@ -9,6 +9,8 @@ rewards instead, for code that wants one reward from several judges.
   trunk only and turns the last position's hidden state into the reward with the fused
   ``yon_reward_from_hidden`` kernel, which reads just the Yes/No rows of the LM head (and, for
   the Yes+No mass, streams the vocabulary once): the full [B, V] logits are never built.
+  Prompts are batched by a token budget, and the K prompts of one question (a GRPO group) have
+  their common token prefix prefilled once, its keys and values reused by each continuation.
 - :class:`RerankJudge`: a 2-label sequence classifier (ReFT's reranker); reward = softmax[1].
 - :class:`LogLikelihoodScorer`: the paper's "LL" baseline, the judge's average token
   log-likelihood of the program given the question.
