@@ -152,10 +152,12 @@ def test_bench_judge_prefill():
                   peak_mb=peak_memory_mb(lambda judge=judge: judge.score(questions, programs)),
                   note=note, extra={"real_tokens": real, "padded_tokens": padded,
                                     "max_reward_diff": diff, "times_ms": times[name]})
-        assert diff <= tolerance, f"{name}: rewards {diff:.2e} from today's"
     for row in table.rows:
         row.extra["speedup_vs_today"] = table.ratio(row, BASELINE)
-    table.report(baseline_impl=BASELINE)
+    table.report(baseline_impl=BASELINE)  # before the checks: a failed run keeps its table
+    for row in table.rows:
+        diff = row.extra["max_reward_diff"]
+        assert diff <= tolerance, f"{row.impl}: rewards {diff:.2e} from today's"
     # Each group's prefix is forwarded once: fewer tokens than today's path.
     today = table.rows[0].extra["real_tokens"]
     assert all(r.extra["real_tokens"] < today for r in table.rows if r.impl in SHARED)
