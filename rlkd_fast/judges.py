@@ -587,7 +587,9 @@ class LogLikelihoodScorer(Judge):
     Log-probabilities are computed from the response positions' hidden states only, in fp32,
     in chunks of rows, so memory stays at ``chunk x V``. Programs with no tokens score -inf.
     Batches are sorted by length and hold at most ``batch_size`` rows and ``max_batch_tokens``
-    padded tokens (None: no token limit).
+    padded tokens (None: no token limit). With ``share_prefix``, the programs of one question
+    have their common token prefix (the context and the programs' shared opening) prefilled
+    once, as :class:`YoNJudge` does; response tokens inside that prefix are scored from it.
     """
 
     name = "ll"
@@ -602,6 +604,7 @@ class LogLikelihoodScorer(Judge):
         device: str | torch.device | None = None,
         chunk: int = 256,
         max_batch_tokens: int | None = MAX_BATCH_TOKENS,
+        share_prefix: bool = True,
     ):
         _check_budget(batch_size, max_batch_tokens)
         if not template.endswith("{program}"):
@@ -612,6 +615,7 @@ class LogLikelihoodScorer(Judge):
         self.batch_size, self.max_length, self.chunk = batch_size, max_length, chunk
         self.max_batch_tokens = max_batch_tokens
         self._trunk = fusable_trunk(self.model)  # None: log-probs from the model's own logits
+        self.share_prefix = share_prefix and _shares_cache_rows(self.model)
 
     @classmethod
     def from_pretrained(
@@ -638,12 +642,83 @@ class LogLikelihoodScorer(Judge):
         qs = _check_pairs(questions, programs)
         encoded = [self._encode(q, p) for q, p in zip(qs, programs)]
         reward = torch.full((len(encoded),), float("-inf"), dtype=torch.float32)
-        for batch in _batches([len(e[0]) for e in encoded], self.batch_size,
+        ids = [e[0] for e in encoded]
+        groups, alone = (_prefix_groups(qs, ids) if self.share_prefix
+                         else ([], list(range(len(ids)))))
+        for batch in _batches([len(ids[j]) for j in alone], self.batch_size,
                               self.max_batch_tokens):
-            rows = [encoded[j] for j in batch]
-            reward[torch.tensor(batch)] = self._mean_logprob(rows)
+            rows = [alone[b] for b in batch]
+            reward[torch.tensor(rows)] = self._mean_logprob([encoded[j] for j in rows])
+        for wave in _batches([g.prefix for g in groups], self.batch_size, self.max_batch_tokens):
+            for rows, mean in self._shared_logprob(encoded, [groups[w] for w in wave]):
+                reward[torch.tensor(rows)] = mean
         tokens = torch.tensor([e[1] for e in encoded], dtype=torch.long)
         return JudgeScores(reward, {"tokens": tokens})
+
+    def _states(self, ids, mask, positions, cache) -> torch.Tensor:
+        """[B, L, H] trunk hidden states (fusable head) or [B, L, V] logits."""
+        if self._trunk is not None:
+            return _hidden_states(self._trunk, ids, mask, positions, cache)
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                          use_cache=True, **{_cache_kwarg(self.model): cache}).logits
+
+    def _shared_logprob(
+        self, encoded: list[tuple[list[int], int]], groups: list[_Group]
+    ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """``(rows, mean log-prob [B])`` per continuation batch of the groups: the prefixes
+        prefilled once (left padded), each continuation against a copy of its group's cache."""
+        device = model_device(self.model)
+        pad = self.tokenizer.pad_token_id
+        heads = [encoded[g.rows[0]][0][:g.prefix] for g in groups]
+        prefix_ids, prefix_mask = (t.to(device) for t in pad_rows(heads, pad, "left"))
+        cache = DynamicCache()
+        prefix_states = self._states(prefix_ids, prefix_mask,
+                                     (prefix_mask.cumsum(-1) - 1).clamp(min=0), cache)
+        width, prefix_len = prefix_ids.shape[1], prefix_mask.sum(1)
+        conts = [(k, j) for k, g in enumerate(groups) for j in g.rows]
+        lengths = [len(encoded[j][0]) - groups[k].prefix for k, j in conts]
+        for batch in _batches(lengths, self.batch_size, self.max_batch_tokens):
+            owners, rows = [conts[b][0] for b in batch], [conts[b][1] for b in batch]
+            tails = [encoded[j][0][groups[k].prefix:] for k, j in zip(owners, rows)]
+            x, tail_mask = (t.to(device) for t in pad_rows(tails, pad, "right"))
+            owner = torch.tensor(owners, device=device)
+            mask = torch.cat([prefix_mask[owner], tail_mask], dim=1)
+            positions = prefix_len[owner, None] + torch.arange(x.shape[1], device=device)
+            states = self._states(x, mask, positions, _select_rows(cache, owner))
+            # Token t is predicted by position t - 1: inside the prefix (at its left-padded
+            # place in the group's prefill) or in the continuation.
+            picks: dict[int, list[list[int]]] = {0: [[], [], [], []], 1: [[], [], [], []]}
+            for i, (k, j) in enumerate(zip(owners, rows)):
+                ids, n_resp = encoded[j]
+                prefix = groups[k].prefix
+                for t in range(max(1, len(ids) - n_resp), len(ids)):
+                    inside = t <= prefix
+                    b, position = (k, width - prefix + t - 1) if inside else (i, t - 1 - prefix)
+                    for column, value in zip(picks[inside], (b, position, ids[t], i)):
+                        column.append(value)
+            yield rows, self._means([(states, picks[0]), (prefix_states, picks[1])], len(rows))
+
+    def _means(self, sources: list[tuple[torch.Tensor, list[list[int]]]],
+               n_rows: int) -> torch.Tensor:
+        """Mean log-prob per row [n_rows] (CPU fp32, -inf for rows without tokens). Each source
+        is (states [B, L, H or V], [batch indices, positions, target ids, row of each])."""
+        device = model_device(self.model)
+        sums = torch.zeros(n_rows, dtype=torch.float32, device=device)
+        counts = torch.zeros(n_rows, dtype=torch.long, device=device)
+        for states, columns in sources:
+            if not columns[0]:
+                continue
+            b, position, tgt, row = (torch.tensor(c, device=device) for c in columns)
+            vectors = states[b, position]
+            if self._trunk is None:
+                logits = vectors.float()
+                token_lp = logits.gather(-1, tgt[:, None])[:, 0] - logits.logsumexp(-1)
+            else:
+                token_lp = self._token_logprobs(vectors, tgt)
+            sums.index_add_(0, row, token_lp)
+            counts.index_add_(0, row, torch.ones_like(row))
+        mean = sums / counts.clamp(min=1)
+        return torch.where(counts > 0, mean, float("-inf")).cpu()
 
     def _mean_logprob(self, rows: list[tuple[list[int], int]]) -> torch.Tensor:
         device = model_device(self.model)

@@ -201,3 +201,27 @@ def test_reranker_and_log_likelihood_batch_by_tokens(zoo):
         assert all(b * length <= 100 or b == 1 for b, length in counter.shapes)
     with pytest.raises(ValueError, match="max_batch_tokens must be >= 1 or None, got -1"):
         RerankJudge(model, tok, max_batch_tokens=-1)
+
+
+@pytest.mark.parametrize("name", ["qwen3_judge", "opt", "cohere", "gemma2"])
+def test_log_likelihood_shared_prefix_equals_the_unshared_path(zoo, name):
+    """The LL scorer's groups share the context and the programs' common opening: response
+    tokens inside the prefix are scored from the prefill, the rest from the continuations."""
+    from rlkd_fast.judges import LogLikelihoodScorer
+
+    model, tok = load_judge_model(zoo, name)
+    questions, programs = grpo_batch()
+    questions, programs = questions + ["Mia reads 7 pages."], programs + [""]  # no tokens
+    shared = LogLikelihoodScorer(model, tok, batch_size=5, max_batch_tokens=160, chunk=7)
+    alone = LogLikelihoodScorer(model, tok, batch_size=1, max_batch_tokens=None,
+                                share_prefix=False)
+    assert shared.share_prefix == (name in SHARED)
+    ids = [shared._encode(q, p)[0] for q, p in zip(questions, programs)]
+    groups, _ = _prefix_groups(questions, ids)
+    context = len(shared._encode(questions[0], "")[0])
+    assert groups[0].prefix > context  # the programs' common opening is inside the prefix
+    got, want = shared.score(questions, programs), alone.score(questions, programs)
+    assert got.reward[-1] == want.reward[-1] == float("-inf")
+    torch.testing.assert_close(got.reward[:-1], want.reward[:-1], atol=1e-5, rtol=0)
+    assert torch.equal(got.extras["tokens"], want.extras["tokens"])
+    assert got.reward[:-1].max() - got.reward[:-1].min() > 1e-2
