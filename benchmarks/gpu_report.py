@@ -29,9 +29,8 @@ def versions() -> list[tuple[str, str]]:
 
     rows = [("date (UTC)", time.strftime("%Y-%m-%d %H:%M", time.gmtime())),
             ("card", torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA"),
-            ("commit", _git("rev-parse", "--short", "HEAD") + (" (+ uncommitted changes)"
-                                                                if _git("status", "--porcelain")
-                                                                else "")),
+            ("commit", (_git("rev-parse", "--short", "HEAD") or "unknown (no git)")
+             + (" (+ uncommitted changes)" if _git("status", "--porcelain") else "")),
             ("python", platform.python_version()), ("torch", torch.__version__)]
     for name in ("triton", "transformers", "liger_kernel"):
         try:
