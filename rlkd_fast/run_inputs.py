@@ -25,6 +25,12 @@ class RunData:
     labeled: list[Problem]  # question, answer and program (SFT and the verifiable reward)
     unlabeled: list[Problem]  # questions only are used
     test: list[Problem]  # held-out, with answers
+    dev: list[Problem]  # the first labeled problems, held out of SFT to check its accuracy
+
+    @property
+    def sft(self) -> list[Problem]:
+        """The labeled problems SFT learns from (all but the dev problems)."""
+        return self.labeled[len(self.dev):]
 
 
 class DataError(ValueError):
@@ -77,18 +83,25 @@ def load_data(cfg: TrainConfig) -> RunData:
     if rl and (cfg.coef_yon > 0 or cfg.coef_rerank > 0):
         unlabeled = _load(cfg, "unlabeled", cfg.max_unlabeled, cfg.unlabeled_fraction)
     test = _load(cfg, "eval_dataset", cfg.max_eval)  # evaluated before and after every run
+    dev = []
     if "sft" in cfg.stages:
         missing = sum(p.program is None for p in labeled)
         if missing:
             raise DataError(f"{_describe(cfg, 'labeled')}: SFT needs programs; {missing} of "
                             f"{len(labeled)} labeled problems have none")
+        if cfg.sft_target_accuracy > 0:
+            dev = labeled[:cfg.sft_dev_problems]
+            if len(labeled) <= len(dev):
+                raise DataError(f"{_describe(cfg, 'labeled')}: {len(labeled)} labeled problems "
+                                f"leave none for SFT after sft_dev_problems="
+                                f"{cfg.sft_dev_problems} (or set sft_target_accuracy=0)")
     if rl and cfg.coef_vr > 0 and any(p.answer is None for p in labeled):
         raise DataError(f"{_describe(cfg, 'labeled')}: the verifiable reward needs answers; "
                         "some rows have none")
     if any(p.answer is None for p in test):
         raise DataError(f"{_describe(cfg, 'eval_dataset')}: evaluation needs answers; some rows "
                         "have none")
-    return RunData(labeled, unlabeled, test)
+    return RunData(labeled, unlabeled, test, dev)
 
 
 # ---------------------------------------------------------------------------- models

@@ -463,13 +463,17 @@ def synthetic_split(
     """``size`` synthetic problems of ``split`` (``train``, ``unlabeled`` or ``test``).
 
     The splits never share a problem (same skeleton and numbers), for any seeds. ``unlabeled``
-    problems come without answer and program unless ``labeled=True``.
+    problems come without their program (no supervision) but keep their answer, so a run can
+    report how well its judge agrees with execution; the trainer never puts an unlabeled
+    problem's answer into a reward. ``labeled=True`` keeps the program too, ``labeled=False``
+    drops both.
     """
-    labeled = split != "unlabeled" if labeled is None else labeled
     stream = synthetic_stream(split, seed, max_steps)
     out = [next(stream) for _ in range(size)]
-    if not labeled:
+    if labeled is False:
         out = [Problem(p.id, p.question) for p in out]
+    elif labeled is None and split == "unlabeled":
+        out = [Problem(p.id, p.question, p.answer) for p in out]
     return out
 
 
