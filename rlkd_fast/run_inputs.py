@@ -135,21 +135,17 @@ def open_executor(cfg: TrainConfig) -> PotExecutor:
                        conventions="reft")
 
 
-def load_yon_judge(cfg: TrainConfig, device: torch.device, main: bool = True,
-                   acc=None) -> YoNJudge:
-    """The YoN judge on ``judge_device`` (default ``device``); for ``tiny``, the demo's judge,
-    taught by the main process (the others wait on ``acc``, then load it)."""
+def load_yon_judge(cfg: TrainConfig, device: torch.device) -> YoNJudge:
+    """The YoN judge on ``judge_device`` (default ``device``); for ``tiny``, the embedded judge
+    shipped with the package, verified against its build record
+    (:func:`rlkd_fast.demo.judge_artifact.embedded_judge_dir`)."""
     judge_device = torch.device(cfg.judge_device) if cfg.judge_device else device
     path = cfg.judge
     if cfg.judge == "tiny":
-        from rlkd_fast.demo import cache  # deferred: a run with real models never loads the demo
+        # deferred: a run with real models never loads the demo
+        from rlkd_fast.demo.judge_artifact import embedded_judge_dir
 
-        teach = lambda: cache.judge_dir(cfg, judge_device, lambda: open_executor(cfg))
-        if main:
-            teach()
-        if acc is not None:
-            acc.wait_for_everyone()
-        path = teach()  # a cache hit by now
+        path = embedded_judge_dir()
     kwargs = {"template": cfg.judge_template} if cfg.judge_template else {}
     return YoNJudge.from_pretrained(path, device=judge_device, tau=cfg.judge_tau,
                                     delta=cfg.judge_delta, min_lines=cfg.judge_min_lines,

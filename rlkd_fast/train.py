@@ -423,8 +423,7 @@ class Trainer:
     def _load_judges(self) -> None:
         sources = dict(self._sources())
         if "yon" in sources and "yon" not in self.judges:
-            self.judges["yon"] = run_inputs.load_yon_judge(self.cfg, self.device, main=self.main,
-                                                           acc=self.acc)
+            self.judges["yon"] = run_inputs.load_yon_judge(self.cfg, self.device)
         if "rerank" in sources and "rerank" not in self.judges:
             self.judges["rerank"] = run_inputs.load_reranker(self.cfg, self.device)
 

@@ -27,7 +27,7 @@ __all__ = ["SYNTHETIC_SIZES", "SYNTHETIC_SPLITS", "generate", "synthetic_problem
 
 SYNTHETIC_SPLITS = ("train", "unlabeled", "test")
 #: Default sizes of ``load_split("synthetic", split=...)``.
-SYNTHETIC_SIZES = {"train": 4000, "unlabeled": 4000, "test": 500}
+SYNTHETIC_SIZES = {"train": 4000, "unlabeled": 4000, "test": 1000}
 # A problem's split is a hash of its skeleton and numbers (not names or wordings), so the splits
 # never share a problem, whatever the seed: buckets [0, 60) train, [60, 85) unlabeled, rest test.
 _SPLIT_BUCKETS = {"train": (0, 60), "unlabeled": (60, 85), "test": (85, 100)}

@@ -22,7 +22,6 @@ TINY = [
     "max_train=16", "max_unlabeled=16", "max_eval=4", "sft_epochs=0.5", "sft_batch_size=8",
     "sft_target_accuracy=0",
     "rollout_batch=4", "minibatch_size=2", "ppo_epochs=1", "max_new_tokens=16",
-    "tiny_judge_problems=32", "tiny_judge_epochs=0.5", "tiny_judge_sft_epochs=0.5",
     "tiny_hidden=32", "tiny_layers=1",
     "progress=false", "exec_workers=1", "prompt_style=header", "labeled=synthetic:1",
     "unlabeled=synthetic:1", "eval_dataset=synthetic:1", "stages=sft,ppo", "temperature=1.0",
