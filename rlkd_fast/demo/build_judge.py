@@ -67,7 +67,7 @@ class BuildSettings:
     samples: int = 8  # programs per question and student
     gold_problems: int = 4000  # gold programs, each with ``corruptions`` corrupted copies
     corruptions: int = 3
-    steps: int = 2500
+    steps: int = 2000
     batch_size: int = 32
     lr: float = 2e-3
     hidden: int = 128
@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    help="where to write the judge (default: the package's embedded judge)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--small", action="store_true", help="a tiny build (seconds), for tests")
-    p.add_argument("--steps", type=int, default=None, help="teaching steps (default 2500)")
+    p.add_argument("--steps", type=int, default=None, help="teaching steps (default 2000)")
     p.add_argument("--cache-dir", default=None,
                    help="where the students' tiny tokenizer and model are cached (default: the "
                         "trainer's cache_dir)")
@@ -217,11 +217,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                                                  else sys.argv[1:])
     record = build(Path(args.out), settings, progress=not args.no_progress,
                    command=command.strip())
-    yon = record["check"]["yon"]
-    acc = "-" if yon["accuracy"] is None else f"{100 * yon['accuracy']:.1f}%"
-    print(f"judge written to {args.out}: pairwise accuracy {acc} on {yon['n']} held-out pairs "
-          f"(LL baseline {record['check']['ll']['accuracy']}), "
-          f"{sum(record['wall_seconds'].values()):.0f} s")
+    check = record["check"]
+    yon, ll = (("-" if check[k]["accuracy"] is None else f"{100 * check[k]['accuracy']:.1f}%")
+               for k in ("yon", "ll"))
+    print(f"judge written to {args.out}: pairwise accuracy {yon} on {check['yon']['n']} held-out "
+          f"pairs (LL baseline {ll}), {sum(record['wall_seconds'].values()):.0f} s")
     return record
 
 

@@ -13,6 +13,8 @@ from rlkd_fast.judges import YoNJudge
 from tests.demo.test_teacher import run_here
 
 FRESH_SEED = 31337  # not a seed the build or any default run uses
+# Measured for the shipped judge: 0.568 on these 271 pairs (an untrained judge is near 0.5).
+PAIRWISE_FLOOR = 0.55
 
 
 @pytest.fixture(scope="module")
