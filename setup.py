@@ -39,7 +39,8 @@ setup(
     # every package under rlkd_fast/ (data, demo, configs, ...) and the kernels mapped in
     packages=[*find_packages(include=["rlkd_fast", "rlkd_fast.*"]), "rlkd_fast.kernels"],
     package_dir={"rlkd_fast.kernels": "kernels"},
-    package_data={"rlkd_fast.configs": ["*.yaml", "accelerate/*.yaml"]},
+    package_data={"rlkd_fast.configs": ["*.yaml", "accelerate/*.yaml"],
+                  "rlkd_fast.demo": ["judge/*"]},
     ext_modules=extensions(),
     install_requires=[
         "torch>=2.4",

@@ -9,6 +9,11 @@ model's mean token log-likelihood of the program) and, if given, the reranker.
     python -m rlkd_fast.judge_quality --student PATH --judge PATH --dataset gsm8k --n 200 \\
         [--reranker PATH] [--samples 8] [--out judge_quality.json] [--prompt-style reft|header]
 
+For the offline default (its warm-up student and the embedded judge, ``--judge tiny``):
+
+    python -m rlkd_fast.judge_quality --student runs/default/ckpt-0000000/policy --judge tiny \\
+        --dataset synthetic:2 --n 200 --temperature 0.7
+
 The student is prompted as it was trained when its directory records how
 (``prompt_settings.json``, written with every checkpoint), else with ReFT's prompt; the
 ``--prompt-style``, ``--anti-hacking`` and token-limit flags override either.
@@ -149,7 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rlkd_fast.judge_quality",
                                 description="Pairwise judge accuracy (the paper's Table 3).")
     p.add_argument("--student", required=True, help="the SFT student (hub id or directory)")
-    p.add_argument("--judge", required=True, help="the LLM judge (hub id or directory)")
+    p.add_argument("--judge", required=True,
+                   help="the LLM judge (hub id or directory; tiny: the embedded judge)")
     p.add_argument("--reranker", default=None, help="a 2-label sequence classifier")
     p.add_argument("--dataset", default="gsm8k")
     p.add_argument("--source", default=None, help="local file/dir or hub id of the data set")
@@ -181,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from rlkd_fast.judges import LogLikelihoodScorer, RerankJudge, YoNJudge
     from rlkd_fast.models import load_causal_lm
 
+    if args.judge == "tiny":
+        from rlkd_fast.demo.judge_artifact import embedded_judge_dir
+
+        args.judge = str(embedded_judge_dir())
     models = {"--student": args.student, "--judge": args.judge, "--reranker": args.reranker}
     missing = [missing_local_path(v, k) for k, v in models.items() if v]
     try:

@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rlkd_fast import atomic
+
+
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """The probability that a random positive scores above a random negative (ties count 1/2):
+    the area under the ROC curve of ``scores`` [N] against boolean ``labels`` [N]. None when
+    either class is empty (undefined)."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    if not pos or not neg:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
 
 
 class MetricsLog:

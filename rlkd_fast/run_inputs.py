@@ -25,6 +25,12 @@ class RunData:
     labeled: list[Problem]  # question, answer and program (SFT and the verifiable reward)
     unlabeled: list[Problem]  # questions only are used
     test: list[Problem]  # held-out, with answers
+    dev: list[Problem]  # the first labeled problems, held out of SFT to check its accuracy
+
+    @property
+    def sft(self) -> list[Problem]:
+        """The labeled problems SFT learns from (all but the dev problems)."""
+        return self.labeled[len(self.dev):]
 
 
 class DataError(ValueError):
@@ -77,18 +83,25 @@ def load_data(cfg: TrainConfig) -> RunData:
     if rl and (cfg.coef_yon > 0 or cfg.coef_rerank > 0):
         unlabeled = _load(cfg, "unlabeled", cfg.max_unlabeled, cfg.unlabeled_fraction)
     test = _load(cfg, "eval_dataset", cfg.max_eval)  # evaluated before and after every run
+    dev = []
     if "sft" in cfg.stages:
         missing = sum(p.program is None for p in labeled)
         if missing:
             raise DataError(f"{_describe(cfg, 'labeled')}: SFT needs programs; {missing} of "
                             f"{len(labeled)} labeled problems have none")
+        if cfg.sft_target_accuracy > 0:
+            dev = labeled[:cfg.sft_dev_problems]
+            if len(labeled) <= len(dev):
+                raise DataError(f"{_describe(cfg, 'labeled')}: {len(labeled)} labeled problems "
+                                f"leave none for SFT after sft_dev_problems="
+                                f"{cfg.sft_dev_problems} (or set sft_target_accuracy=0)")
     if rl and cfg.coef_vr > 0 and any(p.answer is None for p in labeled):
         raise DataError(f"{_describe(cfg, 'labeled')}: the verifiable reward needs answers; "
                         "some rows have none")
     if any(p.answer is None for p in test):
         raise DataError(f"{_describe(cfg, 'eval_dataset')}: evaluation needs answers; some rows "
                         "have none")
-    return RunData(labeled, unlabeled, test)
+    return RunData(labeled, unlabeled, test, dev)
 
 
 # ---------------------------------------------------------------------------- models
@@ -122,21 +135,17 @@ def open_executor(cfg: TrainConfig) -> PotExecutor:
                        conventions="reft")
 
 
-def load_yon_judge(cfg: TrainConfig, device: torch.device, main: bool = True,
-                   acc=None) -> YoNJudge:
-    """The YoN judge on ``judge_device`` (default ``device``); for ``tiny``, the demo's judge,
-    taught by the main process (the others wait on ``acc``, then load it)."""
+def load_yon_judge(cfg: TrainConfig, device: torch.device) -> YoNJudge:
+    """The YoN judge on ``judge_device`` (default ``device``); for ``tiny``, the embedded judge
+    shipped with the package, verified against its build record
+    (:func:`rlkd_fast.demo.judge_artifact.embedded_judge_dir`)."""
     judge_device = torch.device(cfg.judge_device) if cfg.judge_device else device
     path = cfg.judge
     if cfg.judge == "tiny":
-        from rlkd_fast.demo import cache  # deferred: a run with real models never loads the demo
+        # deferred: a run with real models never loads the demo
+        from rlkd_fast.demo.judge_artifact import embedded_judge_dir
 
-        teach = lambda: cache.judge_dir(cfg, judge_device, lambda: open_executor(cfg))
-        if main:
-            teach()
-        if acc is not None:
-            acc.wait_for_everyone()
-        path = teach()  # a cache hit by now
+        path = embedded_judge_dir()
     kwargs = {"template": cfg.judge_template} if cfg.judge_template else {}
     return YoNJudge.from_pretrained(path, device=judge_device, tau=cfg.judge_tau,
                                     delta=cfg.judge_delta, min_lines=cfg.judge_min_lines,

@@ -56,7 +56,7 @@ from rlkd_fast.checkpoint import (
 )
 from rlkd_fast.checkpoint import set_rng_state as restore_rng
 from rlkd_fast.executor import PotExecutor
-from rlkd_fast.metrics import MetricsLog, plot_curves
+from rlkd_fast.metrics import MetricsLog, auc, plot_curves
 from rlkd_fast.models import disable_dropout
 from rlkd_fast.policy import PolicyWithValue, SequenceBatch, frozen_copy
 from rlkd_fast.ppo import ALGORITHMS, Experience, RLSettings, score_tokens
@@ -89,6 +89,10 @@ def prompt_settings(cfg: TrainConfig) -> dict:
     """What a saved policy records of how it was prompted (:func:`prompts.save_prompt_settings`)."""
     return {"prompt_style": cfg.prompt_style, "anti_hacking": cfg.anti_hacking_suffix,
             "max_prompt_tokens": cfg.max_prompt_tokens, "max_new_tokens": cfg.max_new_tokens}
+
+
+#: How often an epoch SFT checks the dev accuracy against ``sft_target_accuracy``.
+SFT_CHECKS_PER_EPOCH = 4
 
 
 class IndexStream:
@@ -221,7 +225,7 @@ class Trainer:
         # Each rank draws its own batches (data parallel): seeds differ by rank.
         seed = cfg.seed + 1000 * rank
         self.streams = {
-            "sft": IndexStream(len(self.data.labeled), seed),
+            "sft": IndexStream(len(self.data.sft), seed),
             "labeled": IndexStream(len(self.data.labeled), seed + 1),
             "unlabeled": IndexStream(len(self.data.unlabeled), seed + 2),
         }
@@ -277,11 +281,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ SFT
     def sft(self) -> None:
+        """Supervised warm-up on the labeled programs: ``sft_epochs`` at most, stopped early once
+        greedy accuracy on the dev problems reaches ``sft_target_accuracy`` (checked
+        ``SFT_CHECKS_PER_EPOCH`` times an epoch)."""
         cfg = self.cfg
-        total = math.ceil(cfg.sft_epochs * len(self.data.labeled) / cfg.sft_batch_size)
+        problems = self.data.sft
+        total = math.ceil(cfg.sft_epochs * len(problems) / cfg.sft_batch_size)
         if total == 0:
             self.state.sft_done = True
             return
+        check_every = max(1, round(len(problems) / cfg.sft_batch_size / SFT_CHECKS_PER_EPOCH))
         opt = torch.optim.AdamW(self.policy.lm.parameters(), lr=cfg.sft_lr, weight_decay=0.0)
         sched = warmup_cosine(opt, total)
         self._resume_optimizer(opt, sched)
@@ -291,10 +300,10 @@ class Trainer:
         bar = tqdm(total=total, initial=self.state.sft_step, desc="sft",
                    disable=not (cfg.progress and self.main))
         ctrl_c = self.ctrl_c = CtrlC()
-        while self.state.sft_step < total:
+        while self.state.sft_step < total and not self.state.sft_done:
             idx = self.streams["sft"].next(cfg.sft_batch_size)
             t = time.time()
-            loss = sft_loss(model, self.tokenizer, [self.data.labeled[i] for i in idx],
+            loss = sft_loss(model, self.tokenizer, [problems[i] for i in idx],
                             lambda q: student_prompt(cfg, q), cfg.max_prompt_tokens,
                             cfg.max_new_tokens, self.device)
             opt.zero_grad(set_to_none=True)
@@ -311,7 +320,9 @@ class Trainer:
                 self.log.log(self._global_step(), {"stage": "sft", "sft/loss": loss.item(),
                                                    "lr": sched.get_last_lr()[0],
                                                    "time/sft": seconds})
-            self.state.sft_done = self.state.sft_step == total
+            warm = bool(self.data.dev) and self.state.sft_step % check_every == 0 \
+                and self._warm_enough()
+            self.state.sft_done = warm or self.state.sft_step >= total
             if self.state.sft_done:
                 self.stage_optim = None  # a finished stage's optimizer is not needed again
             saved = self.state.sft_done or (
@@ -321,9 +332,22 @@ class Trainer:
             if self._agree(ctrl_c.pressed):
                 bar.close()
                 self._stop(saved)
+        self.state.sft_done = True
         ctrl_c.restore()
         bar.close()
         model.eval()
+
+    def _warm_enough(self) -> bool:
+        """Whether greedy accuracy on the dev problems has reached ``sft_target_accuracy``
+        (measured on the main process, agreed by every rank; logged as ``sft/dev_accuracy``)."""
+        reached = False
+        if self.main:
+            t = time.time()
+            accuracy = self._greedy(self.data.dev)["greedy_acc"]
+            self.state.timers["sft_check"] += time.time() - t
+            self.log.log(self._global_step(), {"sft/dev_accuracy": accuracy})
+            reached = accuracy >= self.cfg.sft_target_accuracy
+        return self._agree(reached)
 
     # ------------------------------------------------------------------ RL
     def _sources(self) -> list[tuple[str, float]]:
@@ -399,8 +423,7 @@ class Trainer:
     def _load_judges(self) -> None:
         sources = dict(self._sources())
         if "yon" in sources and "yon" not in self.judges:
-            self.judges["yon"] = run_inputs.load_yon_judge(self.cfg, self.device, main=self.main,
-                                                           acc=self.acc)
+            self.judges["yon"] = run_inputs.load_yon_judge(self.cfg, self.device)
         if "rerank" in sources and "rerank" not in self.judges:
             self.judges["rerank"] = run_inputs.load_reranker(self.cfg, self.device)
 
@@ -411,15 +434,21 @@ class Trainer:
         stats: dict[str, float] = {}
         before = dict(self.state.timers)
         batches = self._rollouts()
-        # Execution runs in the C++ executor's processes while the judges score on this one.
-        pending = self._executor().submit(batches["vr"][2]) if "vr" in batches else None
+        # The programs run in the C++ executor's processes while the judges score on this one:
+        # the labeled loader's for its reward, an unlabeled one's (where the data has answers)
+        # only to report how well its judge agrees with execution.
+        running = {source: self._executor().submit(programs)
+                   for source, (rows, _, programs) in batches.items()
+                   if source == "vr" or all(p.answer is not None for p in rows)}
         rewards = {source: self._judge(source, *batches[source], stats)
                    for source in ("yon", "rerank") if source in batches}
-        if pending is not None:
-            rewards["vr"] = self._verify(pending, batches["vr"][0], stats)
+        if "vr" in running:
+            rewards["vr"] = self._verify(running["vr"], batches["vr"][0], stats)
         experiences = []
         for source, (rows, roll, programs) in batches.items():
-            self._response_stats(source, rows, roll, programs, rewards[source], stats)
+            if source != "vr" and source in running:
+                self._monitor(source, running[source], rows, rewards[source], stats)
+            self._response_stats(source, roll, programs, rewards[source], stats)
             experiences.append(self._experience(source, roll, rewards[source]))
         for key in ("generate", "execute", "judge", "score"):  # this rollout's seconds
             stats[f"time/{key}"] = self.state.timers[key] - before.get(key, 0.0)
@@ -476,21 +505,28 @@ class Trainer:
         self.state.timers["execute"] += time.time() - t
         return rewards
 
-    def _response_stats(self, source: str, rows: list, roll: Rollout, programs: list[str],
+    def _monitor(self, source: str, running, rows: list, rewards: torch.Tensor,
+                 stats: dict[str, float]) -> None:
+        """How a judge's rewards agree with execution on rows whose data has answers: reported
+        only (an unlabeled loader's labels never train)."""
+        t = time.time()
+        correct = torch.as_tensor(verifiable_reward(running.result(), [p.answer for p in rows]),
+                                  dtype=torch.float32).eq(1.0).tolist()
+        self.state.timers["execute"] += time.time() - t
+        stats[f"monitor/{source}_true_accuracy"] = sum(correct) / len(correct)
+        agreement = auc(rewards.tolist(), correct)
+        if agreement is not None:
+            stats[f"judge/{source}_auc"] = agreement
+
+    def _response_stats(self, source: str, roll: Rollout, programs: list[str],
                         rewards: torch.Tensor, stats: dict[str, float]) -> None:
         stats[f"reward/{source}"] = rewards.mean().item()
-        if source != "vr" and any(p.answer is not None for p in rows):
-            # Only reported: unlabeled rows' labels (when the data has them) never train.
-            correct = self._correct(programs, [p.answer for p in rows])
-            stats[f"monitor/{source}_true_accuracy"] = correct
+        if source != "vr":  # how much the judge tells the step's samples apart
+            stats[f"judge/{source}_spread"] = rewards.std().item() if len(rewards) > 1 else 0.0
         lines = [count_program_lines(p) for p in programs]
         stats[f"response/{source}_short_frac"] = sum(n < evaluation.SHORT_LINES
                                                      for n in lines) / len(lines)
         stats[f"response/{source}_tokens"] = roll.response_mask.sum(1).float().mean().item()
-
-    def _correct(self, programs: list[str], answers: list[float | None]) -> float:
-        rewards = verifiable_reward(self._executor().run(programs), answers)
-        return sum(float(r) == 1.0 for r in rewards) / len(rewards)
 
     def _experience(self, source: str, roll: Rollout, rewards: torch.Tensor) -> Experience:
         """Score the rollout's tokens (old and reference log-probs, values) and compute its
@@ -545,11 +581,7 @@ class Trainer:
         """Greedy accuracy on the held-out problems (main process; others wait)."""
         accuracy = 0.0
         if self.main:
-            cfg = self.cfg
-            result = evaluation.evaluate(
-                self.policy.lm, self.tokenizer, self.data.test, executor=self._executor(),
-                batch_size=64, max_new_tokens=cfg.max_new_tokens, prompt_style=cfg.prompt_style,
-                anti_hacking=cfg.anti_hacking_suffix, max_prompt_length=cfg.max_prompt_tokens)
+            result = self._greedy(self.data.test)
             accuracy = result["greedy_acc"]
             self.state.evals.append({"tag": tag, "step": self.state.rl_step,
                                      "accuracy": accuracy, "short_share": result["short_share"],
@@ -559,6 +591,15 @@ class Trainer:
                   file=sys.stderr)
         self.acc.wait_for_everyone()
         return accuracy
+
+    def _greedy(self, problems: list) -> dict[str, Any]:
+        """:func:`rlkd_fast.evaluate.evaluate` of the policy on ``problems``, prompted as the
+        run prompts it (greedy decoding; the policy's train/eval mode is kept)."""
+        cfg = self.cfg
+        return evaluation.evaluate(
+            self.policy.lm, self.tokenizer, problems, executor=self._executor(),
+            batch_size=64, max_new_tokens=cfg.max_new_tokens, prompt_style=cfg.prompt_style,
+            anti_hacking=cfg.anti_hacking_suffix, max_prompt_length=cfg.max_prompt_tokens)
 
     def _agree(self, flag: bool) -> bool:
         """Whether any rank saw ``flag`` (all ranks must stop at the same step)."""

@@ -154,3 +154,34 @@ def test_trimming_the_log_on_resume_never_loses_it(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert [r["step"] for r in log.records()] == [1, 2, 3, 4, 5]
     assert [r["step"] for r in MetricsLog(tmp_path, resume_step=3).records()] == [1, 2, 3]
+
+
+def test_auc_is_the_mann_whitney_statistic():
+    """Against the rank-sum formula (average ranks for ties), on random scores with ties."""
+    import random
+
+    rng = random.Random(0)
+    for _ in range(20):
+        n = rng.randint(2, 40)
+        scores = [rng.choice([0.0, 0.25, 0.5, 0.75, 1.0, rng.random()]) for _ in range(n)]
+        labels = [rng.random() < 0.4 for _ in range(n)]
+        if all(labels) or not any(labels):
+            assert metrics.auc(scores, labels) is None
+            continue
+        order = sorted(range(n), key=lambda i: scores[i])
+        ranks = [0.0] * n
+        i = 0
+        while i < n:  # tied scores share the average of their ranks
+            j = i
+            while j + 1 < n and scores[order[j + 1]] == scores[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                ranks[order[k]] = (i + j) / 2 + 1
+            i = j + 1
+        pos = sum(labels)
+        neg = n - pos
+        rank_sum = sum(r for r, y in zip(ranks, labels) if y)
+        expected = (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+        assert metrics.auc(scores, labels) == pytest.approx(expected, abs=1e-12)
+    assert metrics.auc([0.9, 0.1], [True, False]) == 1.0
+    assert metrics.auc([0.5, 0.5], [True, False]) == 0.5

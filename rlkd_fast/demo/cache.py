@@ -1,8 +1,8 @@
 """The offline demo's models, built on first use and cached under the run's ``cache_dir``.
 
-``student=tiny`` and ``judge=tiny`` name them: a byte-level BPE tokenizer trained on synthetic
-problems, a small untrained Llama-style student, and the tiny "teacher" judge
-(:func:`rlkd_fast.demo.teacher.build_judge`). Each is a directory written all at once
+``student=tiny`` names them: a byte-level BPE tokenizer trained on synthetic problems and a
+small untrained Llama-style student (``judge=tiny`` is not built here: it ships with the package,
+see :mod:`rlkd_fast.demo.judge_artifact`). Each is a directory written all at once
 (``rlkd_fast.atomic.write_dir``, flushed to disk before it is renamed into place) under a name
 that hashes what built it, so only the first run pays and a killed build is never reused.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from rlkd_fast import atomic
 from rlkd_fast.checkpoint import save_model
 from rlkd_fast.config import TrainConfig
 from rlkd_fast.data import load_split
-from rlkd_fast.demo import teacher
 from rlkd_fast.demo.tiny import tiny_causal_lm, train_tokenizer
 from rlkd_fast.prompts import judge_prompt, pot_prompt, program_body
 
@@ -72,23 +70,3 @@ def student_dir(cfg: TrainConfig, build: bool = True) -> Path:
         save_model(model, tok, tmp)
 
     return _cached(cfg, name, make)
-
-
-def judge_dir(cfg: TrainConfig, device: torch.device, open_executor: Callable) -> Path:
-    """The tiny judge, taught once (``tiny_judge_*``, ``seed``) on ``device``; programs are
-    labelled in the executor ``open_executor()`` returns."""
-    name = "tiny-judge-" + _key(v=TINY_VERSION, seed=cfg.seed, n=cfg.tiny_judge_problems,
-                                epochs=cfg.tiny_judge_epochs, solve=cfg.tiny_judge_sft_epochs,
-                                data=cfg.labeled)
-
-    def build(tmp: Path) -> None:
-        print(f"teaching the tiny judge (first run only; cached in {tmp.parent / name})",
-              file=sys.stderr)
-        # The judge learns from its own problems: a seed no student split uses.
-        data = cfg.labeled if cfg.labeled.startswith("synthetic") else "synthetic"
-        problems = load_split(data, split="train", size=cfg.tiny_judge_problems, seed=777)
-        teacher.build_judge(tmp, tokenizer_dir(cfg), problems, open_executor, device,
-                            seed=cfg.seed, sft_epochs=cfg.tiny_judge_sft_epochs,
-                            epochs=cfg.tiny_judge_epochs, progress=cfg.progress)
-
-    return _cached(cfg, name, build)

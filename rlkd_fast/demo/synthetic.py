@@ -27,7 +27,7 @@ __all__ = ["SYNTHETIC_SIZES", "SYNTHETIC_SPLITS", "generate", "synthetic_problem
 
 SYNTHETIC_SPLITS = ("train", "unlabeled", "test")
 #: Default sizes of ``load_split("synthetic", split=...)``.
-SYNTHETIC_SIZES = {"train": 4000, "unlabeled": 4000, "test": 500}
+SYNTHETIC_SIZES = {"train": 4000, "unlabeled": 4000, "test": 1000}
 # A problem's split is a hash of its skeleton and numbers (not names or wordings), so the splits
 # never share a problem, whatever the seed: buckets [0, 60) train, [60, 85) unlabeled, rest test.
 _SPLIT_BUCKETS = {"train": (0, 60), "unlabeled": (60, 85), "test": (85, 100)}
@@ -463,13 +463,17 @@ def synthetic_split(
     """``size`` synthetic problems of ``split`` (``train``, ``unlabeled`` or ``test``).
 
     The splits never share a problem (same skeleton and numbers), for any seeds. ``unlabeled``
-    problems come without answer and program unless ``labeled=True``.
+    problems come without their program (no supervision) but keep their answer, so a run can
+    report how well its judge agrees with execution; the trainer never puts an unlabeled
+    problem's answer into a reward. ``labeled=True`` keeps the program too, ``labeled=False``
+    drops both.
     """
-    labeled = split != "unlabeled" if labeled is None else labeled
     stream = synthetic_stream(split, seed, max_steps)
     out = [next(stream) for _ in range(size)]
-    if not labeled:
+    if labeled is False:
         out = [Problem(p.id, p.question) for p in out]
+    elif labeled is None and split == "unlabeled":
+        out = [Problem(p.id, p.question, p.answer) for p in out]
     return out
 
 

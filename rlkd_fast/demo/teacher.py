@@ -1,17 +1,18 @@
-"""The embedded default's "teacher": a tiny causal LM taught locally to answer Yes or No.
+"""The embedded judge's teaching: mistakes a student makes, labels from execution, and a
+Yes/No teaching loop with a label at every token.
 
-Real runs use an LLM judge (Qwen3-8B in the paper). Offline, on a CPU, we teach a tiny model the
-same job on the judge prompt: correct programs -> "Yes", wrong ones -> "No". Wrong programs come
-from the kinds of mistakes a student makes (a changed operator, a mistyped number, an early
-return, swapped operands); each candidate is labelled by running it, not by how it was made.
-Only the two answer logits are trained (cross-entropy over [z_Yes, z_No] at the last position),
-which is exactly what the YoN reward reads.
+Real runs use an LLM judge (Qwen3-8B in the paper). Offline we teach a tiny model the same job
+on the same judge prompt: correct programs -> "Yes", wrong ones -> "No". The wrong programs are
+the warm-up student's own samples and corrupted gold programs (a mistyped or miscopied number, a
+name that was never defined, a changed operator, swapped operands, an early return); every
+program is labelled by running it, never by how it was made.
 
-A judge taught from scratch learns only the base rate (measured: the same score for every
-program, pairwise accuracy 26% on correct vs mistaken programs). So, like a real judge that can
-solve the problems it grades, the teacher first learns to write the programs itself
-(``learn_to_solve``, on problems of its own), and only then to answer Yes/No (pairwise 67% after
-that, same data and steps). :func:`build_judge` does all of it and saves the judge.
+Only the two answer logits are trained (binary cross-entropy on z_Yes - z_No, each side a
+logsumexp over its token ids, exactly what the YoN reward reads). Where we know where a program
+first goes wrong (a corrupted copy of a gold program), every token of its body is also taught
+whether the program is still right up to there: a label per token, not one per program, which
+teaches "this number is not in the question" far faster than the final verdict alone.
+:mod:`rlkd_fast.demo.build_judge` puts it together.
 """
 
 from __future__ import annotations
@@ -19,33 +20,89 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
 
-from rlkd_fast.checkpoint import save_model
-from rlkd_fast.data import Problem
-from rlkd_fast.demo.tiny import tiny_causal_lm
 from rlkd_fast.judges import resolve_token_ids
-from rlkd_fast.prompts import judge_prompt, program_header
-from rlkd_fast.sft import sft_loss
+from rlkd_fast.prompts import judge_prompt
+from rlkd_fast.rollout import pad_rows
 
 _OPS = ["+", "-", "*", "/"]
 _ASSIGN = re.compile(r"^(\s+)(\w+) = (.+)$")
 _BINOP = re.compile(r"(\w+(?:\.\d+)?) ([+\-*/]) (\w+(?:\.\d+)?)")
 
 
-def corrupt_program(program: str, rng: random.Random) -> str:
-    """One plausible mistake in ``program`` (a ReFT-style ``def solution()`` function)."""
+_NUMBER_LINE = re.compile(r"^(\s+\w+ = )(\d+)$", re.M)
+_WORD = re.compile(r"\b([a-z]+)(_\w+)?\b")
+# The nouns synthetic programs name their variables after: a student that swaps one for another
+# (``flowers_each`` for ``stickers_each``) uses a name that was never defined.
+_NOUNS = ("apples", "marbles", "stickers", "cookies", "stamps", "shells", "cards", "pencils",
+          "beads", "books", "eggs", "candies", "toys", "balloons", "flowers", "coins", "boxes",
+          "bags", "jars", "packs", "baskets", "money", "cakes", "muffins", "pies", "chairs",
+          "bottles", "lamps", "melons", "shirts", "hats", "cups", "friends", "total")
+
+
+def _body_start(program: str) -> int:
+    """Where the body starts: after the docstring's closing quotes, else after the def line."""
+    first = program.find('"""')
+    close = program.find('"""', first + 3) if first >= 0 else -1
+    return close + 3 if close >= 0 else program.find("\n") + 1
+
+
+def _miscopy(program: str, question: str, rng: random.Random) -> str | None:
+    """A number copied wrong: off by a little, a digit added or dropped, or another number of
+    the question."""
+    found = list(_NUMBER_LINE.finditer(program))
+    if not found:
+        return None
+    m = rng.choice(found)
+    old = m.group(2)
+    others = [n for n in re.findall(r"\d+", question) if n != old]
+    kind = rng.choice(("near", "digit", "other"))
+    if kind == "near":
+        new = str(max(1, int(old) + rng.choice((-10, -2, -1, 1, 2, 10))))
+    elif kind == "digit":
+        new = old + str(rng.randint(0, 9)) if len(old) == 1 or rng.random() < 0.5 else old[:-1]
+    else:
+        new = rng.choice(others) if others else str(int(old) + 1)
+    return program[:m.start(2)] + new + program[m.end(2):]
+
+
+def _rename(program: str, rng: random.Random) -> str | None:
+    """One use of a name replaced: its noun swapped for another (usually undefined), or
+    another name of the program."""
+    start = _body_start(program)
+    body = program[start:]
+    names = [m for m in _WORD.finditer(body) if m.group(1) in _NOUNS]
+    if not names:
+        return None
+    m = rng.choice(names)
+    new = rng.choice([n for n in _NOUNS if n != m.group(1)])
+    return program[:start + m.start(1)] + new + program[start + m.end(1):]
+
+
+def corrupt_program(program: str, rng: random.Random, question: str = "") -> str:
+    """One plausible mistake in ``program`` (a ReFT-style ``def solution()`` function): the
+    kinds a warm-up student makes most (miscopied numbers, undefined names) twice as often as
+    the others (a changed operator, swapped operands, an early return, a cut-off body)."""
+    kind = rng.choice(("miscopy", "miscopy", "rename", "rename", "operator", "swap",
+                       "early_return", "truncate"))
+    if kind == "miscopy":
+        return _miscopy(program, question, rng) or _classic(program, rng, "number")
+    if kind == "rename":
+        return _rename(program, rng) or _classic(program, rng, "operator")
+    return _classic(program, rng, kind)
+
+
+def _classic(program: str, rng: random.Random, kind: str) -> str:
     lines = program.split("\n")
     body = [i for i, line in enumerate(lines) if _ASSIGN.match(line)]
     if not body:
         return program
-    kind = rng.choice(["operator", "number", "early_return", "swap", "truncate"])
     arithmetic = [i for i in body if _BINOP.search(lines[i])]
     if kind == "operator" and arithmetic:
         i = rng.choice(arithmetic)
@@ -71,7 +128,7 @@ def corrupt_program(program: str, rng: random.Random) -> str:
         literal = re.compile(r"\d+(\.\d+)?")
         numeric = [i for i in body if literal.fullmatch(_ASSIGN.match(lines[i]).group(3))]
         if not numeric:
-            return corrupt_program(program, rng) if arithmetic else program
+            return _classic(program, rng, "operator") if arithmetic else program
         i = rng.choice(numeric)
         m = _ASSIGN.match(lines[i])
         value = float(m.group(3))
@@ -80,19 +137,44 @@ def corrupt_program(program: str, rng: random.Random) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class JudgeExample:
+    """A program the judge is taught on.
+
+    Attributes:
+        question, program: what the judge prompt shows.
+        correct: what running the program says (its value equals the gold answer).
+        error_at: for a wrong program made from a correct one, the character offset in
+            ``program`` where the two first differ (the body is right before it); None where
+            unknown (a sampled wrong program) or for a correct one.
+    """
+
+    question: str
+    program: str
+    correct: bool
+    error_at: int | None = None
+
+
+def _first_difference(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
 def judge_examples(
     questions: Sequence[str], programs: Sequence[str], answers: Sequence[float],
     run_programs, seed: int = 0, wrong_per_right: int = 1,
-) -> list[tuple[str, str, bool]]:
-    """(question, program, is_correct) pairs: each correct program and ``wrong_per_right``
-    corrupted versions, labelled by executing every candidate with ``run_programs``."""
+) -> list[JudgeExample]:
+    """Each (correct) program and ``wrong_per_right`` corrupted copies, every one labelled by
+    executing it with ``run_programs``; a wrong copy records where it departs from the original."""
     rng = random.Random(seed)
-    candidates = []
+    candidates, sources = [], []
     for q, p, a in zip(questions, programs, answers, strict=True):
-        candidates.append((q, p, a))
-        for _ in range(wrong_per_right):
-            candidates.append((q, corrupt_program(p, rng), a))
-    return label_programs(candidates, run_programs)
+        for copy in range(1 + wrong_per_right):
+            candidates.append((q, p if copy == 0 else corrupt_program(p, rng, q), a))
+            sources.append(p)
+    return [JudgeExample(q, p, ok, None if ok else _first_difference(p, src))
+            for (q, p, ok), src in zip(label_programs(candidates, run_programs), sources,
+                                       strict=True)]
 
 
 def label_programs(candidates: Sequence[tuple[str, str, float]],
@@ -108,101 +190,79 @@ def label_programs(candidates: Sequence[tuple[str, str, float]],
     return out
 
 
-def _update(model, opt, sched, loss: torch.Tensor) -> float:
-    """One clipped optimizer step on ``loss``; returns its value."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    sched.step()
-    return loss.item()
-
-
-def learn_to_solve(model, tokenizer, problems, prompt, epochs: float, batch_size: int = 32,
-                   lr: float = 3e-3, seed: int = 0, progress: bool = True) -> list[float]:
-    """SFT ``model`` to write each problem's program (the teacher's own warm-up)."""
-    torch.manual_seed(seed)
-    model.train()
-    device = next(model.parameters()).device
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    steps = max(1, int(epochs * len(problems) / batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
-                                                pct_start=0.05)
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in tqdm(range(steps), desc="teacher solves", disable=not progress):
-        idx = torch.randint(len(problems), (batch_size,), generator=gen).tolist()
-        loss = sft_loss(model, tokenizer, [problems[i] for i in idx], prompt, 512, 256, device)
-        losses.append(_update(model, opt, sched, loss))
-    model.eval()
-    return losses
+def token_labels(example: JudgeExample, tokenizer, template: str | None = None
+                 ) -> tuple[list[int], list[float]]:
+    """The judge prompt's token ids and a label per token: 1 where the program is still right
+    up to that token, 0 where it has gone wrong, -1 (not taught) before the body or where
+    unknown; the last token (the answer slot) always carries the program's verdict."""
+    kw = {"template": template} if template else {}
+    text = judge_prompt(example.question, example.program, **kw)
+    offset = text.index(example.program)
+    body = offset + _body_start(example.program)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    labels = []
+    for _, end in enc["offset_mapping"]:
+        if end <= body or (not example.correct and example.error_at is None):
+            labels.append(-1.0)
+        elif example.correct:
+            labels.append(1.0)
+        else:
+            labels.append(1.0 if end <= offset + example.error_at else 0.0)
+    labels[-1] = float(example.correct)
+    return list(enc["input_ids"]), labels
 
 
 def teach_judge(
-    model, tokenizer, prompts: Sequence[str], labels: Sequence[bool],
-    yes_ids: Sequence[int], no_ids: Sequence[int],
-    epochs: float = 2.0, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
+    model, tokenizer, examples: Sequence[JudgeExample], steps: int, batch_size: int = 32,
+    lr: float = 2e-3, seed: int = 0, dense_weight: float = 1.0, template: str | None = None,
     progress: bool = True,
 ) -> list[float]:
-    """Train ``model`` so that at each prompt's last token z_Yes - z_No says the label.
+    """Teach ``model`` to say Yes for correct programs and No for wrong ones.
 
-    Each side's logit is the logsumexp over its token ids, as in the YoN reward. Returns the
-    per-step losses. Prompts are left padded, so the last position is the answer slot.
-    """
+    Each step draws ``batch_size`` examples, half correct and half wrong (with replacement), and
+    minimises the binary cross-entropy of z_Yes - z_No (each a logsumexp over the word's token
+    ids, as the YoN reward reads them) against the verdict at the last position, plus
+    ``dense_weight`` times the same loss against :func:`token_labels` at every labelled token.
+    AdamW with a one-cycle schedule peaking at ``lr``. Returns the per-step losses; the model is
+    left in eval mode."""
+    yes = resolve_token_ids(tokenizer, ["Yes"])
+    no = resolve_token_ids(tokenizer, ["No"])
+    encoded = [token_labels(e, tokenizer, template) for e in examples]
+    right = [i for i, e in enumerate(examples) if e.correct]
+    wrong = [i for i, e in enumerate(examples) if not e.correct]
+    if not right or not wrong:
+        raise ValueError(f"need correct and wrong examples, got {len(right)} and {len(wrong)}")
+    rng = random.Random(seed)
     torch.manual_seed(seed)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    target = torch.tensor([0 if y else 1 for y in labels])  # class 0 = Yes, 1 = No
-    steps = max(1, int(epochs * len(prompts) / batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
-                                                pct_start=0.1)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(prompts), generator=gen)
-    losses, cursor = [], 0
-    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
     head = model.get_output_embeddings().weight
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps),
+                                                pct_start=0.05)
+    model.train()
+    losses = []
     for _ in tqdm(range(steps), desc="teach judge", disable=not progress):
-        if cursor + batch_size > len(order):
-            order, cursor = torch.randperm(len(prompts), generator=gen), 0
-        idx = order[cursor: cursor + batch_size]
-        cursor += batch_size
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)
-        enc = {k: v.to(head.device) for k, v in enc.items()}
-        hidden = model.base_model(**enc).last_hidden_state[:, -1].float()
-        z_yes = torch.logsumexp(hidden @ head[list(yes_ids)].float().T, dim=-1)
-        z_no = torch.logsumexp(hidden @ head[list(no_ids)].float().T, dim=-1)
-        logits = torch.stack([z_yes, z_no], dim=-1)
-        loss = F.cross_entropy(logits, target[idx].to(head.device))
-        losses.append(_update(model, opt, sched, loss))
+        rows = [encoded[rng.choice(right if k % 2 == 0 else wrong)] for k in range(batch_size)]
+        ids, mask = pad_rows([r[0] for r in rows], tokenizer.pad_token_id, "left")
+        labels = torch.full(ids.shape, -1.0)
+        for k, (_, lab) in enumerate(rows):
+            labels[k, ids.shape[1] - len(lab):] = torch.tensor(lab)
+        ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+        hidden = model.base_model(input_ids=ids, attention_mask=mask,
+                                  position_ids=(mask.cumsum(-1) - 1).clamp(min=0)
+                                  ).last_hidden_state.float()
+        margin = (torch.logsumexp(hidden @ head[yes].float().T, -1)
+                  - torch.logsumexp(hidden @ head[no].float().T, -1))
+        loss = F.binary_cross_entropy_with_logits(margin[:, -1], labels[:, -1])
+        taught = labels >= 0
+        if dense_weight:
+            loss = loss + dense_weight * F.binary_cross_entropy_with_logits(margin[taught],
+                                                                            labels[taught])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
     model.eval()
     return losses
-
-
-def build_judge(
-    path: str | Path, tokenizer_dir: str | Path, problems: Sequence[Problem],
-    open_executor: Callable, device: torch.device, seed: int = 0, sft_epochs: float = 4.0,
-    epochs: float = 2.0, progress: bool = True,
-) -> None:
-    """Teach the tiny judge on ``problems`` (labeled, with programs) and save it to ``path``.
-
-    Each problem's program and one corrupted copy, labelled by running them in the executor
-    ``open_executor()`` returns (opened only for that), become judge prompts; a 2-layer model on
-    the tokenizer in ``tokenizer_dir`` first learns to solve the problems (``sft_epochs``, 0 to
-    skip), then to answer Yes/No (``epochs``)."""
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    tok.padding_side = "left"
-    with open_executor() as ex:
-        examples = judge_examples([p.question for p in problems], [p.program for p in problems],
-                                  [p.answer for p in problems], ex.run, seed=seed,
-                                  wrong_per_right=1)
-    prompts = [judge_prompt(q, prog) for q, prog, _ in examples]
-    labels = [ok for _, _, ok in examples]
-    model = tiny_causal_lm(tok, hidden_size=128, layers=2, heads=4, max_positions=1024,
-                           seed=seed + 1).to(device)
-    if sft_epochs > 0:
-        learn_to_solve(model, tok, problems, program_header, sft_epochs, seed=seed,
-                       progress=progress)
-    teach_judge(model, tok, prompts, labels, resolve_token_ids(tok, ["Yes"]),
-                resolve_token_ids(tok, ["No"]), epochs=epochs, batch_size=32, lr=1e-3, seed=seed,
-                progress=progress)
-    save_model(model, tok, path)

@@ -120,9 +120,12 @@ def test_splits_are_disjoint_and_labeled_as_asked():
 
     train_stories = {story(p) for p in splits["train"]}
     assert not any(story(p) in train_stories for p in other_seed)
-    unlabeled = synthetic_split("unlabeled", 5)
-    assert all(p.answer is None and p.program is None for p in unlabeled)
-    assert [p.question for p in unlabeled] == [p.question for p in splits["unlabeled"][:5]]
+    unlabeled = synthetic_split("unlabeled", 5)  # answers kept for monitoring, no programs
+    assert [(p.question, p.answer) for p in unlabeled] == \
+        [(p.question, p.answer) for p in splits["unlabeled"][:5]]
+    assert all(p.program is None for p in unlabeled)
+    bare = synthetic_split("unlabeled", 5, labeled=False)
+    assert all(p.answer is None and p.program is None for p in bare)
     with pytest.raises(ValueError, match="split"):
         synthetic_split("validation", 5)
 

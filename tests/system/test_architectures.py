@@ -286,6 +286,7 @@ def test_reranker_rows_alone_equal_rows_in_a_batch(zoo):
 # --------------------------------------------------------------------------- entry points
 TINY = [
     "max_train=8", "max_unlabeled=8", "max_eval=2", "sft_epochs=0.5", "sft_batch_size=4",
+    "sft_target_accuracy=0",
     "rollout_batch=2", "grpo_group=2", "minibatch_size=2", "ppo_epochs=1", "max_new_tokens=8",
     "max_prompt_tokens=96", "rl_steps=2", "save_every=1", "progress=false", "exec_workers=1",
     "prompt_style=header", "labeled=synthetic:1", "unlabeled=synthetic:1",

@@ -28,7 +28,8 @@ def learned(tmp_path_factory) -> tuple[Path, Path, dict]:
     summary = train_main([
         f"output_dir={out}", f"cache_dir={root / 'cache'}", "stages=sft", "labeled=reft",
         f"labeled_source={problems}", "eval_dataset=reft", f"eval_source={problems}",
-        "max_train=0", "max_eval=0", "sft_epochs=100", "sft_batch_size=8", "sft_lr=1e-2",
+        "max_train=0", "max_eval=0", "sft_epochs=100", "sft_target_accuracy=0",
+        "sft_batch_size=8", "sft_lr=1e-2",
         "max_new_tokens=64", "tiny_hidden=64", "tiny_layers=2", "prompt_style=header",
         "progress=false", "exec_workers=1"])
     policy = out / (out / "latest").read_text() / "policy"

@@ -23,7 +23,7 @@ def jsonl(path: Path, rows: list) -> Path:
 
 def cfg_with(*overrides: str):
     base = ["max_train=8", "max_unlabeled=8", "max_eval=4", "labeled=synthetic:1",
-            "unlabeled=synthetic:1", "eval_dataset=synthetic:1"]
+            "unlabeled=synthetic:1", "eval_dataset=synthetic:1", "sft_target_accuracy=0"]
     return load_config(None, [*base, *overrides])
 
 

@@ -21,8 +21,8 @@ from rlkd_fast.train import CtrlC, main
 # A default-like run (SFT, then GRPO on the verifiable reward and the tiny judge), tiny sizes.
 TINY = [
     "max_train=32", "max_unlabeled=16", "max_eval=4", "sft_epochs=0.5", "sft_batch_size=8",
+    "sft_target_accuracy=0",
     "rollout_batch=4", "grpo_group=2", "minibatch_size=4", "max_new_tokens=24",
-    "tiny_judge_problems=32", "tiny_judge_epochs=0.5", "tiny_judge_sft_epochs=0.5",
     "tiny_hidden=32", "tiny_layers=1", "progress=false", "exec_workers=1",
     "prompt_style=header", "labeled=synthetic:1", "unlabeled=synthetic:1",
     "eval_dataset=synthetic:1", "stages=sft,grpo", "coef_vr=0.5", "coef_yon=0.5",

@@ -15,12 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 from rlkd_fast.config import load_config
+from rlkd_fast.data import load_split
 from rlkd_fast.train import main
 
 TINY = [
     "max_train=16", "max_unlabeled=16", "max_eval=4", "sft_epochs=0.5", "sft_batch_size=8",
+    "sft_target_accuracy=0",
     "rollout_batch=4", "minibatch_size=2", "ppo_epochs=1", "max_new_tokens=16",
-    "tiny_judge_problems=32", "tiny_judge_epochs=0.5", "tiny_judge_sft_epochs=0.5",
     "tiny_hidden=32", "tiny_layers=1",
     "progress=false", "exec_workers=1", "prompt_style=header", "labeled=synthetic:1",
     "unlabeled=synthetic:1", "eval_dataset=synthetic:1", "stages=sft,ppo", "temperature=1.0",
@@ -52,12 +53,43 @@ def test_sft_then_ppo_writes_summary_metrics_and_checkpoint(tmp_path, cache):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     rl = [r for r in records if r.get("stage") == "ppo"]
     assert len(rl) == 2
-    for key in ("reward/vr", "reward/yon", "judge/yon_mass", "vr/clip_frac", "vr/value_loss",
+    for key in ("reward/vr", "reward/yon", "judge/yon_mass", "judge/yon_spread",
+                "monitor/yon_true_accuracy", "vr/clip_frac", "vr/value_loss",
                 "response/vr_short_frac", "time/generate", "time/execute", "time/judge"):
         assert key in rl[-1], key
     assert any(r.get("stage") == "sft" for r in records)
     assert (tmp_path / "latest").exists() and (tmp_path / "reference").is_dir()
     assert (tmp_path / "curves.png").stat().st_size > 10_000  # the overview figure
+
+
+def test_sft_stops_once_the_dev_accuracy_reaches_its_target(tmp_path, cache, monkeypatch):
+    """The warm-up checks greedy accuracy on the dev problems (the first labeled ones, which
+    SFT never trains on) 4 times an epoch and stops at the first check at the target."""
+    import rlkd_fast.train as train_module
+
+    dev_accuracies = iter([0.0, 0.2, 0.5, 0.9])
+    trained_on: set[str] = set()
+    real_greedy, real_sft_loss = train_module.Trainer._greedy, train_module.sft_loss
+
+    def scripted(self, problems):
+        if problems is self.data.dev:
+            return {"greedy_acc": next(dev_accuracies)}
+        return real_greedy(self, problems)
+
+    def recording(model, tokenizer, problems, *args):
+        trained_on.update(p.id for p in problems)
+        return real_sft_loss(model, tokenizer, problems, *args)
+
+    monkeypatch.setattr(train_module.Trainer, "_greedy", scripted)
+    monkeypatch.setattr(train_module, "sft_loss", recording)
+    # 40 labeled problems: 8 dev, 32 for SFT = 4 steps an epoch, so a check every step.
+    summary = run(tmp_path, cache, "stages=sft", "max_train=40", "sft_dev_problems=8",
+                  "sft_target_accuracy=0.4", "sft_epochs=10")
+    assert summary["sft_steps"] == 3  # 0.0, 0.2, then 0.5 >= 0.4
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["sft/dev_accuracy"] for r in records if "sft/dev_accuracy" in r] == [0.0, 0.2, 0.5]
+    dev = {p.id for p in load_split("synthetic:1", split="train", size=40)[:8]}
+    assert trained_on and not trained_on & dev
 
 
 def test_grpo_stage_runs_without_value_head(tmp_path, cache):
