@@ -186,11 +186,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from rlkd_fast.executor import PotExecutor
     from rlkd_fast.judges import LogLikelihoodScorer, RerankJudge, YoNJudge
     from rlkd_fast.models import load_causal_lm
+    from rlkd_fast.run_inputs import resolve_judge
 
-    if args.judge == "tiny":
-        from rlkd_fast.demo.judge_artifact import embedded_judge_dir
-
-        args.judge = str(embedded_judge_dir())
+    args.judge = resolve_judge(args.judge)
     models = {"--student": args.student, "--judge": args.judge, "--reranker": args.reranker}
     missing = [missing_local_path(v, k) for k, v in models.items() if v]
     try:

@@ -135,17 +135,24 @@ def open_executor(cfg: TrainConfig) -> PotExecutor:
                        conventions="reft")
 
 
+def resolve_judge(name: str) -> str:
+    """The YoN judge's hub id or directory; for ``tiny``, the embedded judge shipped with the
+    package, verified against its build record
+    (:func:`rlkd_fast.demo.judge_artifact.embedded_judge_dir`)."""
+    if name != "tiny":
+        return name
+    # deferred: a run with real models never loads the demo
+    from rlkd_fast.demo.judge_artifact import embedded_judge_dir
+
+    return str(embedded_judge_dir())
+
+
 def load_yon_judge(cfg: TrainConfig, device: torch.device) -> YoNJudge:
     """The YoN judge on ``judge_device`` (default ``device``); for ``tiny``, the embedded judge
     shipped with the package, verified against its build record
     (:func:`rlkd_fast.demo.judge_artifact.embedded_judge_dir`)."""
     judge_device = torch.device(cfg.judge_device) if cfg.judge_device else device
-    path = cfg.judge
-    if cfg.judge == "tiny":
-        # deferred: a run with real models never loads the demo
-        from rlkd_fast.demo.judge_artifact import embedded_judge_dir
-
-        path = embedded_judge_dir()
+    path = resolve_judge(cfg.judge)
     kwargs = {"template": cfg.judge_template} if cfg.judge_template else {}
     return YoNJudge.from_pretrained(path, device=judge_device, tau=cfg.judge_tau,
                                     delta=cfg.judge_delta, min_lines=cfg.judge_min_lines,
