@@ -1,0 +1,265 @@
+"""A decode loop over a static KV cache for HF causal LMs, one CUDA graph per step on CUDA.
+
+HF ``generate`` spends most of a small model's decode step in Python: building masks, growing
+the cache, running logits processors and stopping criteria. This loop preallocates the KV cache
+(``transformers.StaticCache``) and the step's inputs once, then each step writes one token into
+fixed buffers and runs the model's forward. On CUDA that one-token forward is captured once in a
+CUDA graph and replayed (:class:`DecodeStep`); on CPU the same code runs eagerly, so the tests on
+CPU exercise it.
+
+It reproduces HF ``generate``'s choices: greedy picks the argmax of the float32 logits; sampling
+applies temperature, then top-k, then top-p (HF's order and cut rules) and draws with
+``torch.multinomial`` on the same rows in the same order, so under the same seed it draws what
+``generate`` draws; finished rows get the pad token; left-padded prompts get positions that
+count real tokens only. It also returns each sampled token's log-prob under the temperature-scaled
+full softmax (no top-k/top-p cut), which is what the trainer's old log-probs are.
+
+Models it cannot reproduce (see :func:`unsupported_reason`) go through HF ``generate`` instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+#: Generation-config fields whose non-default values add logits processors or stopping rules
+#: this loop does not implement; a model whose generation config sets one uses HF ``generate``.
+_UNSUPPORTED_GENERATION_FIELDS = (
+    "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "min_length",
+    "min_new_tokens", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
+    "forced_eos_token_id", "typical_p", "epsilon_cutoff", "eta_cutoff", "min_p",
+    "sequence_bias", "encoder_repetition_penalty", "exponential_decay_length_penalty",
+    "renormalize_logits", "stop_strings", "guidance_scale", "watermarking_config",
+)
+#: Steps between checks that every row has finished on CUDA (each check waits for the device).
+_CUDA_STOP_CHECK_EVERY = 8
+
+
+@dataclass
+class Decoded:
+    """What :func:`decode` returns for B rows and T generated steps (T <= max_new_tokens).
+
+    Attributes:
+        tokens: [B, T] int64; after a row's first EOS, the pad id.
+        logprobs: [B, T] float32, log-prob of each token under softmax(logits / temperature)
+            over the whole vocabulary; 0 after a row's first EOS.
+    """
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+
+
+def unsupported_reason(model, generation_config=None) -> str | None:
+    """Why the static loop cannot reproduce ``model.generate``, or None when it can.
+
+    It needs a decoder-only model whose forward takes ``cache``, ``position_ids`` and
+    ``attention_mask`` and works with ``transformers.StaticCache`` (HF's list of models that
+    keep their own cache: xlnet, reformer, rwkv, mamba-style models, ... are out), and a
+    generation config with no logits processor beyond temperature / top-k / top-p.
+    """
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return "not a decoder-only HF model"
+    supports = getattr(type(model), "_supports_default_dynamic_cache", None)
+    if supports is None or not supports():
+        return f"{type(model).__name__} keeps its own cache (no StaticCache support)"
+    params = inspect.signature(model.forward).parameters
+    missing = [p for p in ("cache", "position_ids", "attention_mask") if p not in params]
+    if missing:
+        return f"{type(model).__name__}.forward takes no {', '.join(missing)}"
+    gen = generation_config or getattr(model, "generation_config", None)
+    if gen is not None:
+        from transformers import GenerationConfig
+
+        default = GenerationConfig()
+        for name in _UNSUPPORTED_GENERATION_FIELDS:
+            value = getattr(gen, name, None)
+            if value is not None and value != getattr(default, name, None):
+                return f"its generation config sets {name}={value!r}"
+    return None
+
+
+def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """HF's sampling warpers in HF's order on float32 logits [B, V]: divide by ``temperature``,
+    keep the ``top_k`` largest (0: off; ties at the k-th value are kept), then the smallest set
+    whose probability reaches ``top_p`` (1.0: off; at least one token). Cut entries are -inf."""
+    scores = logits / temperature if temperature != 1.0 else logits
+    if top_k > 0:
+        kth = torch.topk(scores, min(top_k, scores.shape[-1])).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=False)
+        cumulative = sorted_scores.softmax(-1).cumsum(-1)
+        drop = cumulative <= 1 - top_p
+        drop[..., -1:] = False  # the most likely token always stays
+        scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return scores
+
+
+class DecodeStep:
+    """One-token forwards over a static KV cache for B rows and ``max_len`` positions.
+
+    The inputs live in fixed buffers (``ids`` [B, 1], ``positions`` [B, 1], ``mask``
+    [B, max_len]); :meth:`prefill` writes the prompt into the cache, :meth:`step` runs one token
+    and returns the float32 logits [B, V] of the next. With ``cuda_graph`` the step is captured
+    once (on its first call) and replayed; the cache's write position is a device tensor that
+    the replay advances, so a replay is exactly the eager step. Reused across batches of the
+    same shape (:meth:`reset`).
+    """
+
+    def __init__(self, model, batch: int, max_len: int, cuda_graph: bool):
+        from transformers import StaticCache
+
+        self.model, self.batch, self.max_len = model, batch, max_len
+        device = next(model.parameters()).device
+        self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+        # Sliding-window layers track their fill level in a Python int, which a replayed
+        # graph would not advance: those models decode eagerly.
+        self.cuda_graph = cuda_graph and not any(self.cache.is_sliding)
+        self.ids = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.positions = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.mask = torch.ones(batch, max_len, dtype=torch.long, device=device)
+        self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.logits: torch.Tensor | None = None  # the graph's output buffer
+
+    def reset(self) -> None:
+        self.cache.reset()
+
+    def _forward(self, ids, mask, positions, keep_last: bool) -> torch.Tensor:
+        kwargs = {"logits_to_keep": 1} if keep_last and self.keeps_logits else {}
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         cache=self.cache, use_cache=True, **kwargs)
+        return out.logits[:, -1].float()
+
+    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        """Write the left-padded prompts [B, P] into the cache; logits [B, V] of the token
+        after each prompt. Positions count real tokens only (as the trainer's forward)."""
+        width = prompt_ids.shape[1]
+        self.mask[:, :width] = prompt_mask
+        self.mask[:, width:] = 1  # future columns: the causal mask hides them until written
+        positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+        self.positions.copy_(prompt_mask.sum(1, keepdim=True))
+        return self._forward(prompt_ids, self.mask[:, :width], positions, keep_last=True)
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed ``tokens`` [B] (one per row) at the next position; logits [B, V] after them."""
+        self.ids.copy_(tokens[:, None])
+        if not self.cuda_graph:
+            logits = self._forward(self.ids, self.mask, self.positions, keep_last=False)
+        else:
+            if self.graph is None:
+                self._capture()
+            self.graph.replay()
+            logits = self.logits
+        self.positions.add_(1)
+        return logits
+
+    def _capture(self) -> None:
+        """Capture the step in a CUDA graph. The warm-up runs on a side stream (as PyTorch asks)
+        and its cache writes are undone, so the capture starts where the eager step would."""
+        start = self.cache.layers[0].cumulative_length.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self._forward(self.ids, self.mask, self.positions, keep_last=False)
+        torch.cuda.current_stream().wait_stream(stream)
+        self._rewind(start)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = self._forward(self.ids, self.mask, self.positions, keep_last=False)
+        self._rewind(start)  # capturing ran nothing, but the first replay must not skip a slot
+
+    def _rewind(self, start: torch.Tensor) -> None:
+        for layer in self.cache.layers:
+            layer.cumulative_length.copy_(start)
+
+
+# One step object per (model, batch, length, graph) kept between calls: its cache and captured
+# graph are reused by every rollout batch of the same shape.
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _decode_step(model, batch: int, max_len: int, cuda_graph: bool) -> DecodeStep:
+    steps = _STEPS.setdefault(model, {})
+    key = (batch, max_len, cuda_graph)
+    if key not in steps:
+        steps.clear()  # one shape at a time: caches are large on a GPU
+        steps[key] = DecodeStep(model, batch, max_len, cuda_graph)
+    step = steps[key]
+    step.reset()
+    return step
+
+
+@torch.no_grad()
+def decode(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_ids: Sequence[int],
+    pad_id: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    cuda_graph: bool | None = None,
+) -> Decoded:
+    """Generate up to ``max_new_tokens`` tokens after each left-padded prompt.
+
+    Args:
+        model: a HF causal LM in eval mode that :func:`unsupported_reason` accepts.
+        prompt_ids: [B, P] int64 on the model's device, left padded.
+        prompt_mask: [B, P] int64, 1 on real tokens.
+        max_new_tokens: the step budget; the loop stops early once every row has emitted an EOS.
+        eos_ids: token ids that end a row.
+        pad_id: what finished rows get.
+        do_sample: sample (``temperature`` > 0, ``top_k`` (0: off), ``top_p``) with the global
+            torch RNG, or take the argmax.
+        temperature: also the temperature of the returned log-probs (greedy included).
+        cuda_graph: replay a captured CUDA graph for each step (default: on CUDA).
+
+    Returns:
+        :class:`Decoded`; the rows are the prompts' rows.
+
+    Raises:
+        ValueError: a non-positive temperature or budget, or top_p outside (0, 1].
+    """
+    if max_new_tokens < 1 or not temperature > 0 or not 0 < top_p <= 1 or top_k < 0:
+        raise ValueError(f"need max_new_tokens >= 1, temperature > 0, 0 < top_p <= 1, "
+                         f"top_k >= 0; got {max_new_tokens}, {temperature}, {top_p}, {top_k}")
+    device = prompt_ids.device
+    if cuda_graph is None:
+        cuda_graph = device.type == "cuda"
+    batch, width = prompt_ids.shape
+    step = _decode_step(model, batch, width + max_new_tokens, cuda_graph)
+    eos = torch.tensor(list(eos_ids), device=device)
+    tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros(batch, max_new_tokens, dtype=torch.float32, device=device)
+    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)  # steps each row was alive
+    check_every = _CUDA_STOP_CHECK_EVERY if device.type == "cuda" else 1
+    logits = step.prefill(prompt_ids, prompt_mask)
+    for t in range(max_new_tokens):
+        if do_sample:
+            probs = warp_logits(logits, temperature, top_k, top_p).softmax(-1)
+            chosen = torch.multinomial(probs, num_samples=1).squeeze(1)
+        else:
+            chosen = logits.argmax(-1)
+        chosen = torch.where(unfinished, chosen, pad_id)
+        scaled = logits / temperature if temperature != 1.0 else logits
+        logp = scaled.log_softmax(-1).gather(1, chosen[:, None]).squeeze(1)
+        tokens[:, t] = chosen
+        logprobs[:, t] = torch.where(unfinished, logp, 0.0)
+        lengths += unfinished
+        unfinished &= ~torch.isin(chosen, eos)
+        if t + 1 == max_new_tokens or ((t + 1) % check_every == 0 and not bool(unfinished.any())):
+            break
+        logits = step.step(chosen)
+    # On CUDA the last few steps may have run after every row finished: they are cut off.
+    done = int(lengths.max())
+    return Decoded(tokens[:, :done], logprobs[:, :done])
