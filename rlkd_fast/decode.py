@@ -37,6 +37,8 @@ _UNSUPPORTED_GENERATION_FIELDS = (
 )
 #: Steps between checks that every row has finished on CUDA (each check waits for the device).
 _CUDA_STOP_CHECK_EVERY = 8
+#: Cache lengths are rounded up to a multiple of this under CUDA graphs.
+_GRAPH_LENGTH_STEP = 64
 
 
 @dataclass
@@ -56,8 +58,9 @@ class Decoded:
 def unsupported_reason(model, generation_config=None) -> str | None:
     """Why the static loop cannot reproduce ``model.generate``, or None when it can.
 
-    It needs a decoder-only model whose forward takes ``cache``, ``position_ids`` and
-    ``attention_mask`` and works with ``transformers.StaticCache`` (HF's list of models that
+    It needs a decoder-only model whose forward takes ``cache`` (``past_key_values`` before
+    transformers 5.2x), ``position_ids`` and ``attention_mask`` and works with
+    ``transformers.StaticCache`` (HF's list of models that
     keep their own cache: xlnet, reformer, rwkv, mamba-style models, ... are out), and a
     generation config with no logits processor beyond temperature / top-k / top-p.
     """
@@ -68,7 +71,9 @@ def unsupported_reason(model, generation_config=None) -> str | None:
     if supports is None or not supports():
         return f"{type(model).__name__} keeps its own cache (no StaticCache support)"
     params = inspect.signature(model.forward).parameters
-    missing = [p for p in ("cache", "position_ids", "attention_mask") if p not in params]
+    missing = [p for p in ("position_ids", "attention_mask") if p not in params]
+    if "cache" not in params and "past_key_values" not in params:
+        missing.append("cache")
     if missing:
         return f"{type(model).__name__}.forward takes no {', '.join(missing)}"
     gen = generation_config or getattr(model, "generation_config", None)
@@ -115,25 +120,40 @@ class DecodeStep:
         from transformers import StaticCache
 
         self.model, self.batch, self.max_len = model, batch, max_len
-        device = next(model.parameters()).device
-        self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+        param = next(model.parameters())
+        device = param.device
+        try:
+            self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+        except TypeError:  # transformers before lazily allocated caches
+            self.cache = StaticCache(config=model.config, max_batch_size=batch,
+                                     max_cache_len=max_len, device=device, dtype=param.dtype)
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        # Older transformers place each write by an explicit cache_position (kept in a buffer
+        # that the step advances in place, so a replayed graph sees it move).
+        self.cache_position = (torch.zeros(1, dtype=torch.long, device=device)
+                               if "cache_position" in params else None)
         # Sliding-window layers track their fill level in a Python int, which a replayed
         # graph would not advance: those models decode eagerly.
-        self.cuda_graph = cuda_graph and not any(self.cache.is_sliding)
+        self.cuda_graph = cuda_graph and not any(getattr(self.cache, "is_sliding", [False]))
         self.ids = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.positions = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.mask = torch.ones(batch, max_len, dtype=torch.long, device=device)
-        self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.keeps_logits = "logits_to_keep" in params
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None  # the graph's output buffer
 
     def reset(self) -> None:
         self.cache.reset()
 
-    def _forward(self, ids, mask, positions, keep_last: bool) -> torch.Tensor:
+    def _forward(self, ids, mask, positions, keep_last: bool,
+                 cache_position: torch.Tensor | None = None) -> torch.Tensor:
         kwargs = {"logits_to_keep": 1} if keep_last and self.keeps_logits else {}
+        if self.cache_position is not None:
+            kwargs["cache_position"] = (self.cache_position if cache_position is None
+                                        else cache_position)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         cache=self.cache, use_cache=True, **kwargs)
+                         use_cache=True, **{self.cache_arg: self.cache}, **kwargs)
         return out.logits[:, -1].float()
 
     def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
@@ -144,7 +164,12 @@ class DecodeStep:
         self.mask[:, width:] = 1  # future columns: the causal mask hides them until written
         positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
         self.positions.copy_(prompt_mask.sum(1, keepdim=True))
-        return self._forward(prompt_ids, self.mask[:, :width], positions, keep_last=True)
+        cache_position = None
+        if self.cache_position is not None:
+            self.cache_position.fill_(width)
+            cache_position = torch.arange(width, device=prompt_ids.device)
+        return self._forward(prompt_ids, self.mask[:, :width], positions, keep_last=True,
+                             cache_position=cache_position)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed ``tokens`` [B] (one per row) at the next position; logits [B, V] after them."""
@@ -157,12 +182,16 @@ class DecodeStep:
             self.graph.replay()
             logits = self.logits
         self.positions.add_(1)
+        if self.cache_position is not None:
+            self.cache_position.add_(1)
         return logits
 
     def _capture(self) -> None:
         """Capture the step in a CUDA graph. The warm-up runs on a side stream (as PyTorch asks)
         and its cache writes are undone, so the capture starts where the eager step would."""
-        start = self.cache.layers[0].cumulative_length.clone()
+        layers = getattr(self.cache, "layers", None)
+        start = (layers[0].cumulative_length.clone()
+                 if layers and hasattr(layers[0], "cumulative_length") else None)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -174,7 +203,9 @@ class DecodeStep:
             self.logits = self._forward(self.ids, self.mask, self.positions, keep_last=False)
         self._rewind(start)  # capturing ran nothing, but the first replay must not skip a slot
 
-    def _rewind(self, start: torch.Tensor) -> None:
+    def _rewind(self, start: torch.Tensor | None) -> None:
+        if start is None:  # positions come from cache_position, which the capture leaves
+            return
         for layer in self.cache.layers:
             layer.cumulative_length.copy_(start)
 
@@ -236,7 +267,10 @@ def decode(
     if cuda_graph is None:
         cuda_graph = device.type == "cuda"
     batch, width = prompt_ids.shape
-    step = _decode_step(model, batch, width + max_new_tokens, cuda_graph)
+    max_len = width + max_new_tokens
+    if cuda_graph:  # batches of other prompt widths then reuse the captured graph
+        max_len = -(-max_len // _GRAPH_LENGTH_STEP) * _GRAPH_LENGTH_STEP
+    step = _decode_step(model, batch, max_len, cuda_graph)
     eos = torch.tensor(list(eos_ids), device=device)
     tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(batch, max_new_tokens, dtype=torch.float32, device=device)
