@@ -37,7 +37,8 @@ class Rollout:
         prompt_index: [N] int64, the source prompt of each row.
         logprobs: [N, R] float32, each response token's log-prob under
             softmax(logits / temperature) over the whole vocabulary (no top-k/top-p cut) as
-            the sampling pass computed it; 0 outside ``response_mask``. None when not recorded.
+            the sampling pass computed it; 0 outside ``response_mask``. None from HF ``generate``
+            (the "hf" engine), which would have to keep every step's [N, V] logits for them.
     """
 
     prompt_ids: torch.Tensor
@@ -231,7 +232,7 @@ def generate(
             "auto"), e.g. ``stop_strings``.
 
     Returns:
-        A :class:`Rollout` with rows in prompt order and ``logprobs`` filled (see its fields).
+        A :class:`Rollout` with rows in prompt order; ``logprobs`` from the static engine only.
 
     Raises:
         ValueError: bad counts, no prompts, no pad token, or an engine that cannot serve.
@@ -268,7 +269,8 @@ def generate(
             ids, mask = pad_rows([encoded[i] for i in batch], pad_id, "left")
             resp, logp = run(model, ids.to(device), mask.to(device), **settings,
                              **generate_kwargs)
-            resp, logp = resp.cpu(), logp.cpu()
+            resp = resp.cpu()
+            logp = torch.zeros(resp.shape) if logp is None else logp.cpu()
             if copies != num_samples:
                 resp = resp.repeat_interleave(num_samples, dim=0)
                 logp = logp.repeat_interleave(num_samples, dim=0)
@@ -280,7 +282,10 @@ def generate(
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
-    return _assemble([pieces[i] for i in range(len(encoded))], tokenizer, pad_id, eos_ids)
+    roll = _assemble([pieces[i] for i in range(len(encoded))], tokenizer, pad_id, eos_ids)
+    if engine == "hf":
+        roll.logprobs = None
+    return roll
 
 
 def _static_batch(model, ids, mask, *, copies: int, max_new_tokens: int, do_sample: bool,
@@ -296,20 +301,15 @@ def _static_batch(model, ids, mask, *, copies: int, max_new_tokens: int, do_samp
 
 def _hf_batch(model, ids, mask, *, copies: int, max_new_tokens: int, do_sample: bool,
               temperature: float, top_k: int, top_p: float, pad_id: int, eos_ids: list[int],
-              **generate_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Responses and their log-probs ([B * copies, R] each) from HF ``generate``."""
+              **generate_kwargs) -> tuple[torch.Tensor, None]:
+    """Responses ([B * copies, R]) from HF ``generate``; no log-probs."""
     sample_kwargs = (dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
                           num_return_sequences=copies)
                      if do_sample else dict(do_sample=False))
     out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                         pad_token_id=pad_id, eos_token_id=eos_ids, return_dict_in_generate=True,
-                         output_logits=True, **sample_kwargs, **generate_kwargs)
-    resp = getattr(out, "sequences", out)[:, ids.shape[1]:]
-    if not getattr(out, "logits", None):  # a stand-in's generate may return bare sequences
-        return resp, torch.zeros(resp.shape, dtype=torch.float32)
-    logits = torch.stack(out.logits, dim=1)[:, :resp.shape[1]].float() / temperature
-    logp = logits.log_softmax(-1).gather(-1, resp[..., None]).squeeze(-1)
-    return resp, logp
+                         pad_token_id=pad_id, eos_token_id=eos_ids, **sample_kwargs,
+                         **generate_kwargs)
+    return getattr(out, "sequences", out)[:, ids.shape[1]:], None
 
 
 def _assemble(pieces, tokenizer, pad_id: int, eos_ids: list[int]) -> Rollout:

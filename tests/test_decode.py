@@ -136,14 +136,13 @@ def test_all_rows_finished_early_stops_the_loop(lm):
     assert out.tokens.shape == (len(PROMPTS), 1)
 
 
-@pytest.mark.parametrize("engine", ["static", "hf"])
-def test_rollout_logprobs_equal_a_full_forward(lm, engine):
+def test_rollout_logprobs_equal_a_full_forward(lm):
     """The sampling pass's log-probs are the trainer's old log-probs (same temperature, full
     softmax), within LOGPROB_ATOL."""
     model, tok = lm
     torch.manual_seed(2)
     roll = generate(model, tok, PROMPTS, max_new_tokens=NEW, do_sample=True, temperature=0.7,
-                    top_k=5, top_p=0.9, num_samples=3, batch_size=6, engine=engine)
+                    top_k=5, top_p=0.9, num_samples=3, batch_size=6, engine="static")
     batch = SequenceBatch(roll.prompt_ids, roll.prompt_mask, roll.response_ids,
                           roll.response_mask)
     old, _, _ = score_tokens(PolicyWithValue(model, with_value=False).eval(), None, batch, 0.7)
@@ -162,8 +161,7 @@ def test_rollout_engines_give_the_same_rollout(lm):
                                  temperature=0.7, num_samples=4, batch_size=8, engine=engine)
     assert torch.equal(rolls["static"].response_ids, rolls["hf"].response_ids)
     assert rolls["static"].texts == rolls["hf"].texts
-    torch.testing.assert_close(rolls["static"].logprobs, rolls["hf"].logprobs, rtol=0,
-                               atol=LOGPROB_ATOL)
+    assert rolls["hf"].logprobs is None  # HF generate does not record them: the trainer scores
 
 
 def test_unsupported_generation_config_falls_back_to_hf(lm):
