@@ -53,11 +53,11 @@ def warmup_student() -> str:
         return str(cache.student_dir(load_config(None, [f"cache_dir={CACHE}",
                                                         "tiny_hidden=32", "tiny_layers=1"])))
     out = Path(CACHE) / "bench-loop-warmup"
-    if not (out / "latest").exists():
+    if not (out / "summary.json").exists():  # written when the SFT run has finished
         print(f"building the warm-up student in {out} (the default's SFT; once)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "rlkd_fast.train", "stages=sft",
                         f"output_dir={out}", f"cache_dir={CACHE}", "max_eval=8",
-                        "progress=false"], check=True,
+                        "progress=false", "resume=true"], check=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     return str(out / (out / "latest").read_text().strip() / "policy")
 
