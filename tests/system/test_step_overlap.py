@@ -96,3 +96,24 @@ def test_new_fields_are_validated():
             load_config(None, [bad])
     cfg = load_config(None, [])
     assert (cfg.old_logprobs, cfg.generation_engine, cfg.cpu_threads) == ("sampling", "auto", 1)
+
+
+def test_score_tokens_uses_the_sampled_logprobs_only_without_a_value_head():
+    from rlkd_fast.demo.tiny import tiny_causal_lm, train_tokenizer
+    from rlkd_fast.policy import PolicyWithValue, SequenceBatch
+    from rlkd_fast.ppo import score_tokens
+
+    tok = train_tokenizer(["def solution():\n    return 3 + 4"] * 4, vocab_size=120)
+    lm = tiny_causal_lm(tok, hidden_size=16, layers=1, heads=1)
+    ids = torch.randint(3, 100, (2, 5))
+    batch = SequenceBatch(ids, torch.ones_like(ids), ids[:, :3], torch.ones_like(ids[:, :3]))
+    sampled = -torch.rand(2, 3)
+    for with_value, forwards_expected in ((False, 0), (True, 1)):
+        policy = PolicyWithValue(lm, with_value=with_value).eval()
+        forwards: list[int] = []
+        hook = policy.register_forward_hook(lambda *a, seen=forwards: seen.append(1))
+        old, _, values = score_tokens(policy, None, batch, 0.7, sampled=sampled)
+        hook.remove()
+        assert len(forwards) == forwards_expected
+        assert torch.equal(old, sampled) != with_value  # PPO scores with its forward
+        assert (values is None) != with_value
