@@ -156,9 +156,16 @@ class DecodeStep:
                          use_cache=True, **{self.cache_arg: self.cache}, **kwargs)
         return out.logits[:, -1].float()
 
-    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
-        """Write the left-padded prompts [B, P] into the cache; logits [B, V] of the token
-        after each prompt. Positions count real tokens only (as the trainer's forward)."""
+    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                copies: int = 1) -> torch.Tensor:
+        """Write the left-padded prompts [B / copies, P], each repeated ``copies`` times on
+        consecutive rows, into the cache; logits [B, V] of the token after each prompt.
+        Positions count real tokens only (as the trainer's forward)."""
+        if copies > 1:
+            if self._shares_prefill():
+                return self._shared_prefill(prompt_ids, prompt_mask, copies)
+            prompt_ids = prompt_ids.repeat_interleave(copies, 0)
+            prompt_mask = prompt_mask.repeat_interleave(copies, 0)
         width = prompt_ids.shape[1]
         self.mask[:, :width] = prompt_mask
         self.mask[:, width:] = 1  # future columns: the causal mask hides them until written
@@ -170,6 +177,34 @@ class DecodeStep:
             cache_position = torch.arange(width, device=prompt_ids.device)
         return self._forward(prompt_ids, self.mask[:, :width], positions, keep_last=True,
                              cache_position=cache_position)
+
+    def _shares_prefill(self) -> bool:
+        """Whether each prompt can be prefilled once and its keys/values copied to its rows:
+        full-attention layers that place writes themselves (not sliding windows, which keep
+        a rolling slice, nor older caches placed by cache_position)."""
+        return (self.cache_position is None and self.cache_arg == "cache"
+                and not any(getattr(self.cache, "is_sliding", [True])))
+
+    def _shared_prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                        copies: int) -> torch.Tensor:
+        """Prefill each distinct prompt once into a plain cache, then write its keys and values
+        into its ``copies`` rows of the static cache (what prefilling every row would write)."""
+        from transformers import DynamicCache
+
+        width = prompt_ids.shape[1]
+        rows_mask = prompt_mask.repeat_interleave(copies, 0)
+        self.mask[:, :width] = rows_mask
+        self.mask[:, width:] = 1
+        self.positions.copy_(rows_mask.sum(1, keepdim=True))
+        once = DynamicCache()
+        out = self.model(input_ids=prompt_ids, attention_mask=prompt_mask,
+                         position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0),
+                         use_cache=True, cache=once,
+                         **({"logits_to_keep": 1} if self.keeps_logits else {}))
+        for layer, done in zip(self.cache.layers, once.layers, strict=True):
+            layer.update(done.keys.repeat_interleave(copies, 0),
+                         done.values.repeat_interleave(copies, 0))
+        return out.logits[:, -1].float().repeat_interleave(copies, 0)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed ``tokens`` [B] (one per row) at the next position; logits [B, V] after them."""
@@ -239,6 +274,7 @@ def decode(
     top_k: int = 0,
     top_p: float = 1.0,
     cuda_graph: bool | None = None,
+    copies: int = 1,
 ) -> Decoded:
     """Generate up to ``max_new_tokens`` tokens after each left-padded prompt.
 
@@ -253,9 +289,11 @@ def decode(
             torch RNG, or take the argmax.
         temperature: also the temperature of the returned log-probs (greedy included).
         cuda_graph: replay a captured CUDA graph for each step (default: on CUDA).
+        copies: rows per prompt (consecutive; e.g. GRPO's samples of a question): each prompt
+            is prefilled once where the cache allows it.
 
     Returns:
-        :class:`Decoded`; the rows are the prompts' rows.
+        :class:`Decoded` with ``len(prompt_ids) * copies`` rows.
 
     Raises:
         ValueError: a non-positive temperature or budget, or top_p outside (0, 1].
@@ -266,7 +304,7 @@ def decode(
     device = prompt_ids.device
     if cuda_graph is None:
         cuda_graph = device.type == "cuda"
-    batch, width = prompt_ids.shape
+    batch, width = prompt_ids.shape[0] * copies, prompt_ids.shape[1]
     max_len = width + max_new_tokens
     if cuda_graph:  # batches of other prompt widths then reuse the captured graph
         max_len = -(-max_len // _GRAPH_LENGTH_STEP) * _GRAPH_LENGTH_STEP
@@ -277,7 +315,7 @@ def decode(
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)  # steps each row was alive
     check_every = _CUDA_STOP_CHECK_EVERY if device.type == "cuda" else 1
-    logits = step.prefill(prompt_ids, prompt_mask)
+    logits = step.prefill(prompt_ids, prompt_mask, copies)
     for t in range(max_new_tokens):
         if do_sample:
             probs = warp_logits(logits, temperature, top_k, top_p).softmax(-1)

@@ -292,10 +292,9 @@ def _static_batch(model, ids, mask, *, copies: int, max_new_tokens: int, do_samp
                   temperature: float, top_k: int, top_p: float, pad_id: int,
                   eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Responses and their log-probs ([B * copies, R] each) from the static decode loop."""
-    if copies > 1:  # the rows HF's num_return_sequences makes, in its order
-        ids, mask = ids.repeat_interleave(copies, 0), mask.repeat_interleave(copies, 0)
+    # copies: the rows HF's num_return_sequences makes, in its order
     out = decode(model, ids, mask, max_new_tokens, eos_ids, pad_id, do_sample=do_sample,
-                 temperature=temperature, top_k=top_k, top_p=top_p)
+                 temperature=temperature, top_k=top_k, top_p=top_p, copies=copies)
     return out.tokens, out.logprobs
 
 

@@ -34,18 +34,18 @@ def test_static_loop_equals_hf_generate(zoo, name):
     assert unsupported_reason(model) is None
     encoded = tok([program_header(q) for q in QUESTIONS], add_special_tokens=False)["input_ids"]
     ids, mask = pad_rows(encoded, tok.pad_token_id, "left")
-    ids, mask = ids.repeat_interleave(3, 0), mask.repeat_interleave(3, 0)
+    rows, row_mask = ids.repeat_interleave(3, 0), mask.repeat_interleave(3, 0)
     eos, pad = _eos_ids(model, tok), tok.pad_token_id
     for kw in (dict(do_sample=False), dict(do_sample=True, temperature=0.7, top_k=0, top_p=0.95)):
+        torch.manual_seed(1)  # 3 rows per prompt: each prompt prefilled once where allowed
+        ours = decode(model, ids, mask, NEW, eos, pad, copies=3, **kw)
         torch.manual_seed(1)
-        ours = decode(model, ids, mask, NEW, eos, pad, **kw)
-        torch.manual_seed(1)
-        theirs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW,
+        theirs = model.generate(input_ids=rows, attention_mask=row_mask, max_new_tokens=NEW,
                                 pad_token_id=pad, eos_token_id=eos, **kw)[:, ids.shape[1]:]
         assert torch.equal(ours.tokens, theirs), kw
     # The sampled rows' log-probs are what the trainer's forward computes.
     rmask = response_mask(ours.tokens, eos, pad)
-    batch = SequenceBatch(ids, mask, ours.tokens.masked_fill(rmask == 0, pad), rmask)
+    batch = SequenceBatch(rows, row_mask, ours.tokens.masked_fill(rmask == 0, pad), rmask)
     old, _, _ = score_tokens(PolicyWithValue(model, with_value=False).eval(), None, batch, 0.7)
     valid = rmask.bool()
     torch.testing.assert_close(ours.logprobs[valid], old[valid], rtol=0, atol=1e-5)
