@@ -4,12 +4,13 @@ The work (issue 13, as ``/ANCHORS`` measured it): the default run's warm-up stud
 ``python -m rlkd_fast.train stages=sft``, the default's SFT, and cached), VR-only GRPO, K=8
 samples x 8 questions per rollout, temperature 0.7, lr 5e-5, KL 0.01 in the loss, advantages
 r - group mean, 2 optimizer steps of 32 programs per rollout of 64, fp32, one PyTorch thread each.
-TRL runs its strongest CPU settings for this work (no gradient checkpointing, dropout off) and
-runs the programs unsandboxed in a persistent pebble pool, as ReFT does. The two alternate in one
-process, ``PAIRS`` times; each run's first rollout is a warm-up, the rest are timed from one
-rollout's end to the last's (whole cycles: generation, rewards, scoring, both updates).
+TRL runs twice per pair: as configured by default (``gradient_checkpointing=True`` in TRL 1.16's
+``GRPOConfig``) and tuned for this work (no checkpointing: the faster one on CPU); dropout off in
+both; its programs run unsandboxed in a persistent pebble pool, as ReFT runs them. The three
+alternate in one process, ``PAIRS`` times; each run's first rollout is a warm-up, the rest are
+timed from one rollout's end to the last's (whole cycles: generation, rewards, scoring, updates).
 
-Prints s/optimizer step of each, their ratio per pair (TRL / ours: > 1 means we are faster) and
+Prints s/optimizer step of each, the ratios per pair (TRL / ours: > 1 means we are faster) and
 our phase split; writes ``benchmarks/results/rl_loop.json``. Needs TRL (``pip install -e
 ".[bench]"``): skipped without it. Under ``CI=true`` a smoke size runs (an untrained tiny
 student, short responses, one pair): its ratio means nothing. By hand the full size runs
@@ -40,6 +41,8 @@ if CI:  # smoke: an untrained tiny student, 2 questions x 4 samples, short respo
     WORK = dict(rollout_batch=2, grpo_group=4, minibatch_size=4, max_new_tokens=16)
 else:
     WORK = dict(rollout_batch=8, grpo_group=8, minibatch_size=32, max_new_tokens=96)
+#: TRL's runs: name -> gradient checkpointing (TRL 1.16's default is on).
+TRL_RUNS = {"trl default": True, "trl no ckpt": False}
 COMMON = dict(temperature=0.7, top_k=0, top_p=1.0, rl_lr=5e-5, kl_coef=0.01, ppo_epochs=1,
               grpo_scale=False, coef_vr=1.0, coef_yon=0.0, coef_rerank=0.0, **WORK)
 
@@ -127,7 +130,7 @@ class ProgramReward:
         self.pool.join()
 
 
-def run_trl(student: str, out: Path, reward: ProgramReward) -> dict:
+def run_trl(student: str, out: Path, reward: ProgramReward, checkpointing: bool) -> dict:
     """s/optimizer step of TRL's GRPOTrainer on the same work."""
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
@@ -158,7 +161,7 @@ def run_trl(student: str, out: Path, reward: ProgramReward) -> dict:
         top_p=1.0, max_completion_length=w["max_new_tokens"],
         learning_rate=COMMON["rl_lr"], lr_scheduler_type="constant", warmup_steps=0,
         adam_epsilon=1e-5, weight_decay=0.0, max_grad_norm=1.0, max_steps=2 * ROLLOUTS,
-        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=checkpointing,
         disable_dropout=True, logging_steps=1, save_strategy="no", report_to="none", seed=0,
         dataloader_num_workers=0)
     tokenizer = AutoTokenizer.from_pretrained(student)
@@ -181,26 +184,30 @@ def test_rl_step_against_trl():
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(PAIRS):
-                ours = run_ours(student, Path(tmp) / f"ours{i}")
-                trl = run_trl(student, Path(tmp) / f"trl{i}", reward)
-                pairs.append((ours, trl))
-                print(f"pair {i + 1}: ours {ours['s_per_step']:.3f} s/step, TRL "
-                      f"{trl['s_per_step']:.3f} s/step, TRL/ours "
-                      f"{trl['s_per_step'] / ours['s_per_step']:.2f}x", file=sys.stderr)
+                runs = {"rlkd_fast": run_ours(student, Path(tmp) / f"ours{i}")}
+                for name, checkpointing in TRL_RUNS.items():
+                    runs[name] = run_trl(student, Path(tmp) / f"{name}{i}", reward,
+                                         checkpointing)
+                pairs.append(runs)
+                print(f"pair {i + 1}: " + ", ".join(
+                    f"{k} {v['s_per_step']:.3f} s/step" for k, v in runs.items()),
+                    file=sys.stderr)
     finally:
         reward.close()
         torch.set_num_threads(threads)
-    ratios = [t["s_per_step"] / o["s_per_step"] for o, t in pairs]
     table = Table("rl_loop", gpu_benchmark=False)
     size = "smoke" if CI else "K=8 x 8 q, 96 new tokens"
-    for i, (o, t) in enumerate(pairs):
-        split = ", ".join(f"{k} {v:.2f}" for k, v in o["phases"].items())
-        table.add(op=f"pair {i + 1}", size=size, impl="trl", ms=t["s_per_step"] * 1000)
-        table.add(op=f"pair {i + 1}", size=size, impl="rlkd_fast", ms=o["s_per_step"] * 1000,
-                  note=f"per rollout (s): {split}", extra={"phases": o["phases"]})
-    table.report("trl")
-    print(f"TRL / ours per optimizer step: median {statistics.median(ratios):.2f}x, range "
-          f"{min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} alternating pairs"
-          f"{' (CI smoke size: not meaningful)' if CI else ''}; load average "
-          f"{os.getloadavg()[0]:.1f}", file=sys.stderr)
-    assert all(r > 0 for r in ratios)
+    for i, runs in enumerate(pairs):
+        for name, run in runs.items():
+            split = ", ".join(f"{k} {v:.2f}" for k, v in run.get("phases", {}).items())
+            table.add(op=f"pair {i + 1}", size=size, impl=name, ms=run["s_per_step"] * 1000,
+                      note=f"per rollout (s): {split}" if split else "",
+                      extra={"phases": run.get("phases")})
+    table.report("trl no ckpt")
+    for name in TRL_RUNS:
+        ratios = [r[name]["s_per_step"] / r["rlkd_fast"]["s_per_step"] for r in pairs]
+        print(f"{name} / ours per optimizer step: median {statistics.median(ratios):.2f}x, "
+              f"range {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} alternating pairs"
+              f"{' (CI smoke size: not meaningful)' if CI else ''}; load average "
+              f"{os.getloadavg()[0]:.1f}", file=sys.stderr)
+        assert all(r > 0 for r in ratios)
