@@ -191,6 +191,9 @@ class TrainConfig:
     generation_engine: str = field(default="auto", metadata={
         "help": "rollouts and evaluation: static (a static KV cache, CUDA graphs on CUDA), hf "
                 "(HF generate), auto (static where the model allows it)"})
+    sampler: str = field(default="inverse_cdf", metadata={
+        "help": "rollout draws (static engine): inverse_cdf (one uniform per row, fast) or "
+                "multinomial (torch.multinomial: HF generate's draws under the same seed)"})
     old_logprobs: str = field(default="sampling", metadata={
         "help": "GRPO's old log-probs: sampling (the rollout's own; the first minibatch uses "
                 "the current ones, exactly on-policy) or recompute (a second forward)"})
@@ -244,6 +247,8 @@ class TrainConfig:
              f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
         need(self.generation_engine in ("auto", "static", "hf"),
              f"generation_engine must be auto, static or hf, got {self.generation_engine!r}")
+        need(self.sampler in ("inverse_cdf", "multinomial"),
+             f"sampler must be inverse_cdf or multinomial, got {self.sampler!r}")
         need(self.old_logprobs in ("sampling", "recompute"),
              f"old_logprobs must be sampling or recompute, got {self.old_logprobs!r}")
         need(self.cpu_threads >= 0, f"cpu_threads must be >= 0, got {self.cpu_threads}")

@@ -203,6 +203,7 @@ def generate(
     progress: bool = False,
     on_batch: Callable[[int], object] | None = None,
     engine: str = "auto",
+    sampler: str = "multinomial",
     **generate_kwargs,
 ) -> Rollout:
     """Generate ``num_samples`` responses per prompt.
@@ -228,6 +229,8 @@ def generate(
         on_batch: called after each decode call with the number of rows it produced
             (e.g. a caller's progress bar's ``update``).
         engine: "auto" | "static" | "hf" (see :func:`engine_for`).
+        sampler: the static engine's draw: "multinomial" (HF's draws under the same seed) or
+            "inverse_cdf" (the same distribution, faster on CPU); see :mod:`rlkd_fast.decode`.
         **generate_kwargs: passed on to HF ``generate`` (they select the "hf" engine under
             "auto"), e.g. ``stop_strings``.
 
@@ -254,6 +257,8 @@ def generate(
     run = _static_batch if engine == "static" else _hf_batch
     settings = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                     top_k=top_k, top_p=top_p, copies=copies, pad_id=pad_id, eos_ids=eos_ids)
+    if engine == "static":
+        settings["sampler"] = sampler
     if "stop_strings" in generate_kwargs:
         generate_kwargs.setdefault("tokenizer", tokenizer)
     device = model_device(model)
@@ -290,11 +295,12 @@ def generate(
 
 def _static_batch(model, ids, mask, *, copies: int, max_new_tokens: int, do_sample: bool,
                   temperature: float, top_k: int, top_p: float, pad_id: int,
-                  eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+                  eos_ids: list[int], sampler: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Responses and their log-probs ([B * copies, R] each) from the static decode loop."""
     # copies: the rows HF's num_return_sequences makes, in its order
     out = decode(model, ids, mask, max_new_tokens, eos_ids, pad_id, do_sample=do_sample,
-                 temperature=temperature, top_k=top_k, top_p=top_p, copies=copies)
+                 temperature=temperature, top_k=top_k, top_p=top_p, copies=copies,
+                 sampler=sampler)
     return out.tokens, out.logprobs
 
 

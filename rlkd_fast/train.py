@@ -453,7 +453,7 @@ class Trainer:
                             temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                             num_samples=k, batch_size=max(64, k),
                             max_prompt_length=cfg.max_prompt_tokens,
-                            engine=cfg.generation_engine)
+                            engine=cfg.generation_engine, sampler=cfg.sampler)
             self.state.timers["generate"] += time.time() - t
             rows = [problems[i] for i in roll.prompt_index.tolist()]
             programs = [program_from_completion(text, primer=program_header(

@@ -91,11 +91,12 @@ def test_sampled_old_logprobs_skip_the_forward_and_match_recomputing(tmp_path, c
 def test_new_fields_are_validated():
     for bad, field in (("old_logprobs=twice", "old_logprobs"),
                        ("generation_engine=vllm", "generation_engine"),
-                       ("cpu_threads=-1", "cpu_threads")):
+                       ("cpu_threads=-1", "cpu_threads"), ("sampler=gumbel", "sampler")):
         with pytest.raises(ValueError, match=field):
             load_config(None, [bad])
     cfg = load_config(None, [])
-    assert (cfg.old_logprobs, cfg.generation_engine, cfg.cpu_threads) == ("sampling", "auto", 1)
+    assert (cfg.old_logprobs, cfg.generation_engine, cfg.cpu_threads, cfg.sampler) == (
+        "sampling", "auto", 1, "inverse_cdf")
 
 
 def test_score_tokens_uses_the_sampled_logprobs_only_without_a_value_head():
