@@ -66,8 +66,9 @@ def warmup_student() -> str:
 
 
 # ------------------------------------------------------------------------------------ ours
-def run_ours(student: str, out: Path) -> dict:
-    """s/optimizer step of ``rlkd_fast.train`` and its phase split per rollout."""
+def run_ours(student: str, out: Path, *extra: str) -> dict:
+    """s/optimizer step of ``rlkd_fast.train`` (``extra``: more key=value settings) and its
+    phase split per rollout."""
     from rlkd_fast.train import main
 
     args = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in COMMON.items()]
@@ -77,7 +78,7 @@ def run_ours(student: str, out: Path) -> dict:
     try:
         main([f"output_dir={out}", f"cache_dir={CACHE}", f"student={student}", "stages=grpo",
               f"rl_steps={2 * ROLLOUTS}", "save_every=0", "max_eval=1", "progress=false",
-              *args])
+              *args, *extra])
     finally:
         if interpret is not None:
             os.environ["TRITON_INTERPRET"] = interpret
@@ -211,3 +212,39 @@ def test_rl_step_against_trl():
               f"{' (CI smoke size: not meaningful)' if CI else ''}; load average "
               f"{os.getloadavg()[0]:.1f}", file=sys.stderr)
         assert all(r > 0 for r in ratios)
+
+
+#: Each lever of the loop switched off on its own (the ablation below).
+LEVERS_OFF = {
+    "old log-probs recomputed": "old_logprobs=recompute",
+    "HF generate": "generation_engine=hf",
+    "torch.multinomial draws": "sampler=multinomial",
+    "PyTorch's default threads": "cpu_threads=0",
+}
+
+
+@pytest.mark.skipif(os.environ.get("RLKD_LOOP_ABLATE") != "1",
+                    reason="the lever ablation runs by hand: RLKD_LOOP_ABLATE=1")
+def test_levers_one_at_a_time():
+    """Our loop with all levers, then with each switched off, alternating, ``PAIRS`` rounds."""
+    student = warmup_student()
+    threads = torch.get_num_threads()
+    rounds = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(PAIRS):
+                torch.set_num_threads(1)
+                runs = {"all levers": run_ours(student, Path(tmp) / f"all{i}")}
+                for name, setting in LEVERS_OFF.items():
+                    # cpu_threads=0 leaves PyTorch's own default: one thread per core.
+                    torch.set_num_threads(os.cpu_count() if setting == "cpu_threads=0" else 1)
+                    runs[name] = run_ours(student, Path(tmp) / f"{name[:3]}{i}", setting)
+                rounds.append(runs)
+                print(f"round {i + 1}: " + ", ".join(
+                    f"{k} {v['s_per_step']:.3f}" for k, v in runs.items()), file=sys.stderr)
+    finally:
+        torch.set_num_threads(threads)
+    for name in LEVERS_OFF:
+        ratios = [r[name]["s_per_step"] / r["all levers"]["s_per_step"] for r in rounds]
+        print(f"{name}: {statistics.median(ratios):.2f}x the time of all levers (range "
+              f"{min(ratios):.2f}-{max(ratios):.2f})", file=sys.stderr)
