@@ -72,6 +72,24 @@ def unsupported_reason(model, generation_config=None) -> str | None:
     keep their own cache: xlnet, reformer, rwkv, mamba-style models, ... are out), and a
     generation config with no logits processor beyond temperature / top-k / top-p.
     """
+    reason = cache_unsupported_reason(model)
+    if reason is not None:
+        return reason
+    gen = generation_config or getattr(model, "generation_config", None)
+    if gen is not None:
+        from transformers import GenerationConfig
+
+        default = GenerationConfig()
+        for name in _UNSUPPORTED_GENERATION_FIELDS:
+            value = getattr(gen, name, None)
+            if value is not None and value != getattr(default, name, None):
+                return f"its generation config sets {name}={value!r}"
+    return None
+
+
+def cache_unsupported_reason(model) -> str | None:
+    """Why ``model``'s forward cannot run over a cache it is handed (see
+    :func:`unsupported_reason`), or None when it can."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return "not a decoder-only HF model"
@@ -84,15 +102,6 @@ def unsupported_reason(model, generation_config=None) -> str | None:
         missing.append("cache")
     if missing:
         return f"{type(model).__name__}.forward takes no {', '.join(missing)}"
-    gen = generation_config or getattr(model, "generation_config", None)
-    if gen is not None:
-        from transformers import GenerationConfig
-
-        default = GenerationConfig()
-        for name in _UNSUPPORTED_GENERATION_FIELDS:
-            value = getattr(gen, name, None)
-            if value is not None and value != getattr(default, name, None):
-                return f"its generation config sets {name}={value!r}"
     return None
 
 

@@ -189,9 +189,9 @@ def _can_share_prompts(lm: nn.Module) -> bool:
     sliding window keeps only part of the prompt's keys)."""
     from transformers import DynamicCache
 
-    from rlkd_fast.decode import unsupported_reason
+    from rlkd_fast.decode import cache_unsupported_reason
 
-    if unsupported_reason(lm) is not None:
+    if cache_unsupported_reason(lm) is not None:
         return False
     params = inspect.signature(lm.forward).parameters
     if "cache" not in params:  # older transformers: a cache placed by cache_position
