@@ -74,7 +74,12 @@ def run(rows: int = ROWS, prompt: int = PROMPT, new: int = NEW) -> Table:
     size = f"B={rows} P={prompt} T={new} {str(DTYPE).split('.')[-1]}"
     with torch.no_grad():
         for name, make in impls.items():
-            full, one = bench(make(new), rep_ms=2000), bench(make(1), rep_ms=500)
+            try:
+                full, one = bench(make(new), rep_ms=1000), bench(make(1), rep_ms=300)
+            except Exception as err:  # one failing engine must not hide the others' rows
+                table.add(op="decode step", size=size, impl=name, ms=None,
+                          note=f"FAILED: {type(err).__name__}: {str(err)[:120]}")
+                continue
             step = (full - one) / (new - 1)
             note = f"whole call {full:.1f} ms"
             if name.endswith("cuda graph"):
@@ -90,4 +95,6 @@ def run(rows: int = ROWS, prompt: int = PROMPT, new: int = NEW) -> Table:
 
 def test_decode_step_time():
     table = run()
-    assert all(r.ms is not None and r.ms > 0 for r in table.rows)
+    failed = [f"{r.impl}: {r.note}" for r in table.rows if r.ms is None]
+    assert not failed, failed
+    assert all(r.ms > 0 for r in table.rows)
