@@ -383,7 +383,8 @@ def _eager_attention(model, wanted: bool):
     """Run the block with eager attention where the model uses SDPA and allows switching."""
     config = getattr(model, "config", None)
     before = getattr(config, "_attn_implementation", None)
-    switch = wanted and before == "sdpa" and type(model)._can_set_attn_implementation()
+    can_switch = getattr(type(model), "_can_set_attn_implementation", None)
+    switch = wanted and before == "sdpa" and can_switch is not None and can_switch()
     if switch:
         model.set_attn_implementation("eager")
     try:
