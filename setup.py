@@ -58,6 +58,8 @@ setup(
         "test": ["pytest>=8", "ruff>=0.6", "pebble>=5"],
         "gpu": ["flash-attn", "deepspeed", "liger-kernel"],
         "tensorboard": ["tensorboard"],  # optional TensorBoard logs beside metrics.jsonl
+        # benchmarks/test_bench_loop.py: the RL step against TRL's GRPOTrainer
+        "bench": ["trl>=1.16", "pebble>=5"],
     },
     entry_points={
         "console_scripts": [

@@ -189,6 +189,20 @@ class TrainConfig:
         "help": "fork: a fresh sandboxed child per program; worker: reused sandboxed workers "
                 "(faster)"})
 
+    # --- rollout engine and step overlap --------------------------------------------------------
+    generation_engine: str = field(default="auto", metadata={
+        "help": "rollouts and evaluation: static (a static KV cache, CUDA graphs on CUDA), hf "
+                "(HF generate), auto (static where the model allows it)"})
+    sampler: str = field(default="inverse_cdf", metadata={
+        "help": "rollout draws (static engine): inverse_cdf (one uniform per row, fast) or "
+                "multinomial (torch.multinomial: HF generate's draws under the same seed)"})
+    old_logprobs: str = field(default="sampling", metadata={
+        "help": "GRPO's old log-probs: sampling (the rollout's own; the first minibatch uses "
+                "the current ones, exactly on-policy) or recompute (a second forward)"})
+    cpu_threads: int = field(default=1, metadata={
+        "help": "PyTorch threads on a CPU run (0: PyTorch's default); 1 leaves the other cores "
+                "to the program executor, which runs while the log-probs are scored"})
+
     # ------------------------------------------------------------------------------------------
     def validate(self) -> TrainConfig:
         """Check every value; raises ValueError listing each bad field and why."""
@@ -232,6 +246,13 @@ class TrainConfig:
         need(self.reduction in REDUCTIONS, f"reduction must be one of {REDUCTIONS}")
         need(self.prompt_style in PROMPT_STYLES,
              f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
+        need(self.generation_engine in ("auto", "static", "hf"),
+             f"generation_engine must be auto, static or hf, got {self.generation_engine!r}")
+        need(self.sampler in ("inverse_cdf", "multinomial"),
+             f"sampler must be inverse_cdf or multinomial, got {self.sampler!r}")
+        need(self.old_logprobs in ("sampling", "recompute"),
+             f"old_logprobs must be sampling or recompute, got {self.old_logprobs!r}")
+        need(self.cpu_threads >= 0, f"cpu_threads must be >= 0, got {self.cpu_threads}")
         need(self.exec_isolation in ("fork", "worker"),
              f"exec_isolation must be 'fork' or 'worker', got {self.exec_isolation!r}")
         for name in ("output_dir", "cache_dir", "student", "judge", "labeled_split",
@@ -265,7 +286,8 @@ _SOURCE = {"labeled": "labeled_source", "unlabeled": "unlabeled_source",
            "eval_dataset": "eval_source"}
 # The first field of each group, for --help.
 _SECTIONS = {"output_dir": "run", "student": "models", "labeled": "data", "sft_epochs": "SFT",
-             "coef_vr": "RL (PPO / GRPO)", "judge_template": "judge", "exec_workers": "executor"}
+             "coef_vr": "RL (PPO / GRPO)", "judge_template": "judge", "exec_workers": "executor",
+             "generation_engine": "rollout engine and step overlap"}
 
 
 def _base_type(name: str) -> tuple[Any, bool]:

@@ -69,11 +69,19 @@ class PolicyWithValue(nn.Module):
             self.value_head.to(output_head(lm).weight.dtype)
         # Models without ``logits_to_keep`` compute every position's logits (and are sliced).
         self._keeps_logits = "logits_to_keep" in inspect.signature(lm.forward).parameters
+        self._shares_prompts = _can_share_prompts(lm) and self._keeps_logits
         _freeze_unreached(lm)
 
     def forward(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [N, R, V] for the response tokens (those of the position before each) and
-        values [N, R] (fp32) of those positions; values are None without a value head."""
+        values [N, R] (fp32) of those positions; values are None without a value head.
+
+        Where the model allows it (a plain KV cache; no dropout active), each distinct prompt
+        runs once and its keys/values serve every row that shares it (GRPO's K samples of a
+        question), so a prompt costs one row, not K. Every batch then takes that path, so the
+        same row gives the same values whatever else is in its batch."""
+        if self._shares_prompts and not _dropout_active(self.lm):
+            return self._forward_shared_prompts(batch)
         ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)
         mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).long()
         # Positions count real tokens only, as generate() does for left-padded prompts.
@@ -100,6 +108,46 @@ class PolicyWithValue(nn.Module):
                                    "hidden states to read")
             values = self.value_head(seen[0][:, -keep:-1]).squeeze(-1).float()
         return logits, values
+
+    def _forward_shared_prompts(self, batch: SequenceBatch):
+        """:meth:`forward` with each distinct prompt run once: the prompts (with a cache),
+        then every row's response tokens on its prompt's keys/values (differentiable)."""
+        from transformers import DynamicCache
+
+        width = batch.prompt_ids.shape[1]
+        rows = torch.cat([batch.prompt_ids, batch.prompt_mask.long()], dim=1)
+        distinct, which = torch.unique(rows, dim=0, return_inverse=True)
+        ids, mask = distinct[:, :width], distinct[:, width:]
+        full_mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).long()
+        positions = (full_mask.cumsum(1) - 1).clamp(min=0)  # as the one-pass forward's
+        seen: list[torch.Tensor] = []
+        hook = None
+        if self.value_head is not None:
+            hook = output_head(self.lm).register_forward_hook(
+                lambda _module, args, _out: seen.append(args[0]))
+        try:
+            cache = DynamicCache()
+            out = self.lm(input_ids=ids, attention_mask=mask,
+                          position_ids=(mask.cumsum(1) - 1).clamp(min=0), cache=cache,
+                          use_cache=True, logits_to_keep=1)
+            logits = [out.logits[:, -1:][which]]
+            length = batch.response_ids.shape[1]
+            if length > 1:  # the responses' own positions predict their next tokens
+                shared = DynamicCache()
+                for i, layer in enumerate(cache.layers):
+                    shared.update(layer.keys[which], layer.values[which], i)
+                out = self.lm(input_ids=batch.response_ids[:, :-1],
+                              attention_mask=full_mask[:, :-1],
+                              position_ids=positions[:, width:-1], cache=shared, use_cache=True)
+                logits.append(out.logits)
+        finally:
+            if hook is not None:
+                hook.remove()
+        values = None
+        if self.value_head is not None:
+            hidden = torch.cat([seen[0][:, -1:][which], *seen[1:]], dim=1)
+            values = self.value_head(hidden).squeeze(-1).float()
+        return torch.cat(logits, dim=1), values
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -133,3 +181,34 @@ def _freeze_unreached(lm: nn.Module) -> None:
     for param in lm.parameters():
         if id(param) not in reached:
             param.requires_grad_(False)
+
+
+def _can_share_prompts(lm: nn.Module) -> bool:
+    """Whether prompts can run once and their keys/values be reused: a model the static decode
+    loop serves (its forward takes a cache and positions) whose layers all attend fully (a
+    sliding window keeps only part of the prompt's keys)."""
+    from transformers import DynamicCache
+
+    from rlkd_fast.decode import cache_unsupported_reason
+
+    if cache_unsupported_reason(lm) is not None:
+        return False
+    params = inspect.signature(lm.forward).parameters
+    if "cache" not in params:  # older transformers: a cache placed by cache_position
+        return False
+    probe = DynamicCache(config=lm.config.get_text_config(decoder=True))
+    return not any(getattr(probe, "is_sliding", [True]))
+
+
+def _dropout_active(lm: nn.Module) -> bool:
+    """Dropout that would draw differently for each row of a shared prompt: in train mode, any
+    rate above 0 where ``models.disable_dropout`` looks (modules, float attributes)."""
+    if not lm.training:
+        return False
+    for module in lm.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            return True
+        if any("drop" in k.lower() and isinstance(v, float) and v > 0
+               for k, v in vars(module).items()):
+            return True
+    return False

@@ -28,7 +28,7 @@ class Experience:
     source: str  # "vr" | "yon" | "rerank"
     batch: SequenceBatch
     rewards: torch.Tensor  # [N] terminal reward per response
-    old_logprobs: torch.Tensor  # [N, R]
+    old_logprobs: torch.Tensor | None  # [N, R]; None: the policy that sampled is the current one
     ref_logprobs: torch.Tensor | None  # [N, R]
     advantages: torch.Tensor  # [N, R] (PPO) or [N] (GRPO)
     old_values: torch.Tensor | None = None  # [N, R] (PPO)
@@ -40,7 +40,7 @@ class Experience:
     def select(self, idx: torch.Tensor) -> Experience:
         pick = lambda t: None if t is None else t[idx]
         return Experience(self.source, self.batch.select(idx), self.rewards[idx],
-                          self.old_logprobs[idx], pick(self.ref_logprobs), self.advantages[idx],
+                          pick(self.old_logprobs), pick(self.ref_logprobs), self.advantages[idx],
                           pick(self.old_values), pick(self.returns))
 
 
@@ -105,11 +105,19 @@ def group_advantages(rewards: torch.Tensor, group: int, scale: bool = True) -> t
 @torch.no_grad()
 def score_tokens(
     policy: PolicyWithValue, ref: PolicyWithValue | None, batch: SequenceBatch,
-    temperature: float = 1.0,
+    temperature: float = 1.0, sampled: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Old log-probs [N, R], reference log-probs [N, R] (or None) and values [N, R] (or None)."""
-    logits, values = policy(batch)
-    old = token_logprobs(logits, batch.response_ids, temperature=temperature)
+    """Old log-probs [N, R], reference log-probs [N, R] (or None) and values [N, R] (or None).
+
+    ``sampled`` [N, R]: the log-probs the sampling pass recorded (``Rollout.logprobs``, same
+    temperature); given a policy without a value head, they are the old log-probs and the
+    policy's forward is skipped (they equal it up to float rounding: see ``rlkd_fast.decode``).
+    """
+    if sampled is not None and policy.value_head is None:
+        old, values = sampled.to(batch.response_ids.device, torch.float32), None
+    else:
+        logits, values = policy(batch)
+        old = token_logprobs(logits, batch.response_ids, temperature=temperature)
     ref_logprobs = None
     if ref is not None:
         ref_logits, _ = ref(batch)
@@ -140,11 +148,13 @@ def _scalars(stats: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def ppo_minibatch_loss(policy: PolicyWithValue, exp: Experience,
                        s: RLSettings) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped surrogate + clipped value loss of one minibatch (the KL is in the rewards)."""
+    """Clipped surrogate + clipped value loss of one minibatch (the KL is in the rewards).
+    ``exp.old_logprobs`` None: on-policy (the current log-probs, detached)."""
     logits, values = policy(exp.batch)
     logp = token_logprobs(logits, exp.batch.response_ids, temperature=s.temperature)
+    old = logp.detach() if exp.old_logprobs is None else exp.old_logprobs
     loss, stats = ppo_loss(
-        logp, exp.old_logprobs, exp.advantages, exp.batch.response_mask, values=values,
+        logp, old, exp.advantages, exp.batch.response_mask, values=values,
         old_values=exp.old_values, returns=exp.returns, clip=s.clip, value_clip=s.value_clip,
         vf_coef=s.vf_coef, reduction=s.reduction)
     return loss, _scalars(stats)
@@ -153,10 +163,13 @@ def ppo_minibatch_loss(policy: PolicyWithValue, exp: Experience,
 def grpo_minibatch_loss(policy: PolicyWithValue, exp: Experience,
                         s: RLSettings) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate + KL to the reference (+ entropy bonus) of one minibatch, straight from
-    the logits."""
+    the logits. ``exp.old_logprobs`` None: on-policy (the current log-probs, detached)."""
     logits, _ = policy(exp.batch)
+    old = exp.old_logprobs
+    if old is None:  # on-policy: the current log-probs, computed as the loss computes them
+        old = token_logprobs(logits.detach(), exp.batch.response_ids, temperature=s.temperature)
     loss, stats = fused_ppo_loss(
-        logits, exp.batch.response_ids, exp.old_logprobs, exp.advantages,
+        logits, exp.batch.response_ids, old, exp.advantages,
         exp.batch.response_mask, ref_logprobs=exp.ref_logprobs, clip=s.clip,
         kl_coef=s.kl_coef, entropy_coef=s.entropy_coef, temperature=s.temperature,
         reduction=s.reduction)

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from rlkd_fast.decode import decode, unsupported_reason
 from rlkd_fast.models import model_device
+
+#: Generation engines: "static" is :func:`rlkd_fast.decode.decode` (a static KV cache, a CUDA
+#: graph per step on CUDA), "hf" is HF ``generate``; "auto" takes "static" where the model and
+#: the arguments allow it (see :func:`engine_for`).
+ENGINES = ("auto", "static", "hf")
 
 
 @dataclass
@@ -29,6 +35,10 @@ class Rollout:
             (or the last generated token when the row stopped without one).
         texts: N decoded responses, special tokens skipped.
         prompt_index: [N] int64, the source prompt of each row.
+        logprobs: [N, R] float32, each response token's log-prob under
+            softmax(logits / temperature) over the whole vocabulary (no top-k/top-p cut) as
+            the sampling pass computed it; 0 outside ``response_mask``. None from HF ``generate``
+            (the "hf" engine), which would have to keep every step's [N, V] logits for them.
     """
 
     prompt_ids: torch.Tensor
@@ -37,6 +47,7 @@ class Rollout:
     response_mask: torch.Tensor
     texts: list[str]
     prompt_index: torch.Tensor
+    logprobs: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -151,6 +162,30 @@ def response_mask(response_ids: torch.Tensor, eos_ids: Sequence[int], pad_id: in
     return torch.where(is_eos.any(1, keepdim=True), upto_eos, upto_last).long()
 
 
+def engine_for(model, engine: str = "auto", **generate_kwargs) -> str:
+    """The engine that :func:`generate` uses: "static" or "hf".
+
+    "auto" picks "static" unless :func:`rlkd_fast.decode.unsupported_reason` names a reason
+    (a model that keeps its own cache, a generation config with other logits processors) or
+    extra HF ``generate`` arguments are given (``stop_strings``, ...), which only HF honours.
+
+    Raises:
+        ValueError: an unknown engine, or "static" for a model or arguments it cannot serve.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "hf":
+        return "hf"
+    reason = unsupported_reason(model)
+    if reason is None and generate_kwargs:
+        reason = f"HF generate arguments {sorted(generate_kwargs)} were given"
+    if reason is None:
+        return "static"
+    if engine == "static":
+        raise ValueError(f"the static decode loop cannot serve this call: {reason}")
+    return "hf"
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -167,9 +202,14 @@ def generate(
     add_special_tokens: bool = False,
     progress: bool = False,
     on_batch: Callable[[int], object] | None = None,
+    engine: str = "auto",
+    sampler: str = "multinomial",
     **generate_kwargs,
 ) -> Rollout:
-    """Generate ``num_samples`` responses per prompt with HF ``generate``.
+    """Generate ``num_samples`` responses per prompt.
+
+    Both engines make the same choices (greedy: the same tokens; sampling: the same draws under
+    the same seed, up to float rounding of the logits): see :mod:`rlkd_fast.decode`.
 
     Args:
         model: a causal LM with HF's ``generate`` (put in eval mode for the call).
@@ -178,19 +218,27 @@ def generate(
         max_new_tokens: the generation budget per row.
         do_sample: sample (with temperature / top_k / top_p; top_k=0 means no top-k cut) or
             decode greedily (then the ``num_samples`` rows of a prompt are copies).
+        temperature: of the sampling, and of the returned log-probs (greedy included).
         num_samples: rows per prompt, consecutive in the output.
-        batch_size: rows (prompts x samples) per ``generate`` call.
+        batch_size: rows (prompts x samples) per decode call.
         max_prompt_length: keep only the last this-many prompt tokens (only about as much text
             is tokenized; see :func:`encode_bounded`).
         add_special_tokens: let the tokenizer add its BOS etc. Off by default, as ReFT (and this
             project's SFT) tokenize prompts: the policy must see the prompts it was taught on.
         progress: show a progress bar over batches.
-        on_batch: called after each ``generate`` call with the number of rows it produced
+        on_batch: called after each decode call with the number of rows it produced
             (e.g. a caller's progress bar's ``update``).
-        **generate_kwargs: passed on, e.g. ``cache_implementation="static"``, ``stop_strings``.
+        engine: "auto" | "static" | "hf" (see :func:`engine_for`).
+        sampler: the static engine's draw: "multinomial" (HF's draws under the same seed) or
+            "inverse_cdf" (the same distribution, faster on CPU); see :mod:`rlkd_fast.decode`.
+        **generate_kwargs: passed on to HF ``generate`` (they select the "hf" engine under
+            "auto"), e.g. ``stop_strings``.
 
     Returns:
-        A :class:`Rollout` with rows in prompt order (see its fields for shapes).
+        A :class:`Rollout` with rows in prompt order; ``logprobs`` from the static engine only.
+
+    Raises:
+        ValueError: bad counts, no prompts, no pad token, or an engine that cannot serve.
     """
     if num_samples < 1 or batch_size < 1 or max_new_tokens < 1:
         raise ValueError("num_samples, batch_size and max_new_tokens must be >= 1")
@@ -198,61 +246,93 @@ def generate(
         raise ValueError("the tokenizer needs a pad token (models.load_tokenizer sets one)")
     if not prompts:
         raise ValueError("no prompts to generate from")
+    engine = engine_for(model, engine, **generate_kwargs)
     pad_id, eos_ids = int(tokenizer.pad_token_id), _eos_ids(model, tokenizer)
     # Bounded by max_prompt_length: a huge prompt is not tokenized whole only to be cut.
     encoded, _ = encode_bounded(tokenizer, prompts, max_prompt_length, "last",
                                 add_special_tokens)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     per_call = max(1, batch_size // num_samples) if do_sample else batch_size  # greedy: 1 row
-    sample_kwargs = (
-        dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
-             num_return_sequences=num_samples)
-        if do_sample else dict(do_sample=False)
-    )
+    copies = num_samples if do_sample else 1
+    run = _static_batch if engine == "static" else _hf_batch
+    settings = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                    top_k=top_k, top_p=top_p, copies=copies, pad_id=pad_id, eos_ids=eos_ids)
+    if engine == "static":
+        settings["sampler"] = sampler
     if "stop_strings" in generate_kwargs:
         generate_kwargs.setdefault("tokenizer", tokenizer)
     device = model_device(model)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    pieces: dict[int, tuple[list[int], torch.Tensor]] = {}  # prompt -> (ids, [k, R_b] response)
+    # prompt -> (ids, [k, R_b] response, [k, R_b] log-probs)
+    pieces: dict[int, tuple[list[int], torch.Tensor, torch.Tensor]] = {}
     try:
         for start in tqdm(range(0, len(order), per_call), disable=not progress,
                           desc="generate", unit="batch"):
             batch = order[start:start + per_call]
             ids, mask = pad_rows([encoded[i] for i in batch], pad_id, "left")
-            out = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
-                **sample_kwargs, **generate_kwargs,
-            )
-            seqs = getattr(out, "sequences", out)
-            resp = seqs[:, ids.shape[1]:].cpu()
-            if not do_sample:
+            resp, logp = run(model, ids.to(device), mask.to(device), **settings,
+                             **generate_kwargs)
+            resp = resp.cpu()
+            logp = torch.zeros(resp.shape) if logp is None else logp.cpu()
+            if copies != num_samples:
                 resp = resp.repeat_interleave(num_samples, dim=0)
+                logp = logp.repeat_interleave(num_samples, dim=0)
             for j, i in enumerate(batch):
-                pieces[i] = (encoded[i], resp[j * num_samples:(j + 1) * num_samples])
+                rows = slice(j * num_samples, (j + 1) * num_samples)
+                pieces[i] = (encoded[i], resp[rows], logp[rows])
             if on_batch is not None:
                 on_batch(len(batch) * num_samples)
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
-    return _assemble([pieces[i] for i in range(len(encoded))], tokenizer, pad_id, eos_ids)
+    roll = _assemble([pieces[i] for i in range(len(encoded))], tokenizer, pad_id, eos_ids)
+    if engine == "hf":
+        roll.logprobs = None
+    return roll
+
+
+def _static_batch(model, ids, mask, *, copies: int, max_new_tokens: int, do_sample: bool,
+                  temperature: float, top_k: int, top_p: float, pad_id: int,
+                  eos_ids: list[int], sampler: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Responses and their log-probs ([B * copies, R] each) from the static decode loop."""
+    # copies: the rows HF's num_return_sequences makes, in its order
+    out = decode(model, ids, mask, max_new_tokens, eos_ids, pad_id, do_sample=do_sample,
+                 temperature=temperature, top_k=top_k, top_p=top_p, copies=copies,
+                 sampler=sampler)
+    return out.tokens, out.logprobs
+
+
+def _hf_batch(model, ids, mask, *, copies: int, max_new_tokens: int, do_sample: bool,
+              temperature: float, top_k: int, top_p: float, pad_id: int, eos_ids: list[int],
+              **generate_kwargs) -> tuple[torch.Tensor, None]:
+    """Responses ([B * copies, R]) from HF ``generate``; no log-probs."""
+    sample_kwargs = (dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
+                          num_return_sequences=copies)
+                     if do_sample else dict(do_sample=False))
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                         pad_token_id=pad_id, eos_token_id=eos_ids, **sample_kwargs,
+                         **generate_kwargs)
+    return getattr(out, "sequences", out)[:, ids.shape[1]:], None
 
 
 def _assemble(pieces, tokenizer, pad_id: int, eos_ids: list[int]) -> Rollout:
     """Stack per-prompt pieces into left-padded prompts and right-padded responses."""
     k = pieces[0][1].shape[0]
-    prompt_ids, prompt_mask = pad_rows([ids for ids, _ in pieces for _ in range(k)], pad_id)
-    R = max(max(r.shape[1] for _, r in pieces), 1)
+    prompt_ids, prompt_mask = pad_rows([ids for ids, _, _ in pieces for _ in range(k)], pad_id)
+    R = max(max(r.shape[1] for _, r, _ in pieces), 1)
     response_ids = torch.full((len(pieces) * k, R), pad_id, dtype=torch.long)
-    for p, (_, resp) in enumerate(pieces):
+    logprobs = torch.zeros((len(pieces) * k, R), dtype=torch.float32)
+    for p, (_, resp, logp) in enumerate(pieces):
         response_ids[p * k:(p + 1) * k, :resp.shape[1]] = resp
+        logprobs[p * k:(p + 1) * k, :logp.shape[1]] = logp
     mask = response_mask(response_ids, eos_ids, pad_id)
     response_ids = response_ids.masked_fill(mask == 0, pad_id)
+    logprobs = logprobs.masked_fill(mask == 0, 0.0)
     lengths = mask.sum(1).tolist()
     texts = tokenizer.batch_decode(
         [row[:m] for row, m in zip(response_ids.tolist(), lengths)], skip_special_tokens=True
     )
     prompt_index = torch.arange(len(pieces)).repeat_interleave(k)
-    return Rollout(prompt_ids, prompt_mask, response_ids, mask, texts, prompt_index)
+    return Rollout(prompt_ids, prompt_mask, response_ids, mask, texts, prompt_index, logprobs)

@@ -199,6 +199,10 @@ class Trainer:
         self.t0 = time.time()
         cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
         self.acc = Accelerator(cpu=cpu)
+        if cpu and cfg.cpu_threads:
+            # Spinning PyTorch threads and the executor's processes fight over few cores: under
+            # load a forward+backward took 4x longer with PyTorch's default threads than with 1.
+            torch.set_num_threads(cfg.cpu_threads)
         self.device = self.acc.device if cfg.device == "auto" or cpu else torch.device(cfg.device)
         self.main = self.acc.is_main_process
         self.out = Path(cfg.output_dir)
@@ -442,6 +446,8 @@ class Trainer:
                    if source == "vr" or all(p.answer is not None for p in rows)}
         rewards = {source: self._judge(source, *batches[source], stats)
                    for source in ("yon", "rerank") if source in batches}
+        # The log-probs are scored while the programs still run; the advantages wait for them.
+        scored = {source: self._score(roll) for source, (_, roll, _) in batches.items()}
         if "vr" in running:
             rewards["vr"] = self._verify(running["vr"], batches["vr"][0], stats)
         experiences = []
@@ -449,7 +455,7 @@ class Trainer:
             if source != "vr" and source in running:
                 self._monitor(source, running[source], rows, rewards[source], stats)
             self._response_stats(source, roll, programs, rewards[source], stats)
-            experiences.append(self._experience(source, roll, rewards[source]))
+            experiences.append(self._experience(source, rewards[source], *scored[source]))
         for key in ("generate", "execute", "judge", "score"):  # this rollout's seconds
             stats[f"time/{key}"] = self.state.timers[key] - before.get(key, 0.0)
         stats["wall_seconds"] = self._elapsed()
@@ -475,7 +481,8 @@ class Trainer:
                             max_new_tokens=cfg.max_new_tokens, do_sample=True,
                             temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                             num_samples=k, batch_size=max(64, k),
-                            max_prompt_length=cfg.max_prompt_tokens)
+                            max_prompt_length=cfg.max_prompt_tokens,
+                            engine=cfg.generation_engine, sampler=cfg.sampler)
             self.state.timers["generate"] += time.time() - t
             rows = [problems[i] for i in roll.prompt_index.tolist()]
             programs = [program_from_completion(text, primer=program_header(
@@ -528,13 +535,23 @@ class Trainer:
                                                      for n in lines) / len(lines)
         stats[f"response/{source}_tokens"] = roll.response_mask.sum(1).float().mean().item()
 
-    def _experience(self, source: str, roll: Rollout, rewards: torch.Tensor) -> Experience:
-        """Score the rollout's tokens (old and reference log-probs, values) and compute its
-        advantages: the "score" phase of the step."""
+    def _score(self, roll: Rollout) -> tuple[SequenceBatch, torch.Tensor, Any, Any]:
+        """The rollout's batch and its old and reference log-probs and values: the "score" phase
+        of the step. Old log-probs come from the sampling pass under ``old_logprobs=sampling``
+        where the algorithm needs no values (GRPO), else from a forward of the policy."""
         batch = SequenceBatch(roll.prompt_ids, roll.prompt_mask, roll.response_ids,
                               roll.response_mask).to(self.device)
         t = time.time()
-        old, ref, values = score_tokens(self.policy, self.ref, batch, self.cfg.temperature)
+        sampled = roll.logprobs if self.cfg.old_logprobs == "sampling" else None
+        old, ref, values = score_tokens(self.policy, self.ref, batch, self.cfg.temperature,
+                                        sampled=sampled)
+        self.state.timers["score"] += time.time() - t
+        return batch, old, ref, values
+
+    def _experience(self, source: str, rewards: torch.Tensor, batch: SequenceBatch,
+                    old: torch.Tensor, ref: Any, values: Any) -> Experience:
+        """A scored rollout and its rewards with their advantages."""
+        t = time.time()
         rewards = rewards.to(self.device)
         advantages, returns = self.algo.advantages(rewards, batch, old, ref, values,
                                                    self.settings)
@@ -549,9 +566,12 @@ class Trainer:
         coef = dict(self._sources())
         n = len(experiences[0])
         minibatches = max(1, n // min(cfg.minibatch_size, n))
+        # Before the first optimizer step the policy is the one that sampled: with the sampled
+        # log-probs as old ones, that minibatch takes the current ones (a ratio of exactly 1).
+        on_policy_first = cfg.old_logprobs == "sampling" and not self.algo.value_head
         self.policy.train()
         try:
-            for _ in range(cfg.ppo_epochs):
+            for epoch in range(cfg.ppo_epochs):
                 perms = {e.source: torch.randperm(len(e)) for e in experiences}
                 for m in range(minibatches):
                     t = time.time()
@@ -559,10 +579,12 @@ class Trainer:
                     step_stats: dict[str, float] = {}
                     for exp in experiences:
                         idx = perms[exp.source].chunk(minibatches)[m].to(self.device)
+                        part = exp.select(idx)
+                        if on_policy_first and epoch == 0 and m == 0:
+                            part = dataclasses.replace(part, old_logprobs=None)
                         last = exp is experiences[-1]  # gradients sync across ranks once
                         with nullcontext() if last else self.acc.no_sync(ddp_policy):
-                            loss, stats = self.algo.loss(ddp_policy, exp.select(idx),
-                                                         self.settings)
+                            loss, stats = self.algo.loss(ddp_policy, part, self.settings)
                             self.acc.backward(coef[exp.source] * loss)
                         step_stats.update({f"{exp.source}/{k}": v for k, v in stats.items()})
                         step_stats[f"{exp.source}/loss"] = loss.item()
@@ -599,7 +621,8 @@ class Trainer:
         return evaluation.evaluate(
             self.policy.lm, self.tokenizer, problems, executor=self._executor(),
             batch_size=64, max_new_tokens=cfg.max_new_tokens, prompt_style=cfg.prompt_style,
-            anti_hacking=cfg.anti_hacking_suffix, max_prompt_length=cfg.max_prompt_tokens)
+            anti_hacking=cfg.anti_hacking_suffix, max_prompt_length=cfg.max_prompt_tokens,
+            engine=cfg.generation_engine)
 
     def _agree(self, flag: bool) -> bool:
         """Whether any rank saw ``flag`` (all ranks must stop at the same step)."""
