@@ -16,6 +16,7 @@ from rlkd_fast.train import Trainer, main
 
 TINY = [
     "max_train=16", "max_unlabeled=16", "max_eval=2", "sft_epochs=0.5", "sft_batch_size=8",
+    "sft_target_accuracy=0",
     "rollout_batch=2", "grpo_group=4", "minibatch_size=4", "ppo_epochs=1", "max_new_tokens=16",
     "tiny_hidden=32", "tiny_layers=1", "progress=false", "exec_workers=1",
     "prompt_style=header", "labeled=synthetic:1", "eval_dataset=synthetic:1",
