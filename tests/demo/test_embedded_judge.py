@@ -4,13 +4,13 @@
 import random
 
 import pytest
+from helpers import run_here
 
 from rlkd_fast.data import load_split
 from rlkd_fast.demo.judge_artifact import build_record, embedded_judge_dir
 from rlkd_fast.demo.teacher import corrupt_program, label_programs
 from rlkd_fast.judge_quality import Pair, pairwise_accuracy
 from rlkd_fast.judges import YoNJudge
-from tests.demo.test_teacher import run_here
 
 FRESH_SEED = 31337  # not a seed the build or any default run uses
 # Measured for the shipped judge: 0.568 on these 271 pairs (an untrained judge is near 0.5).

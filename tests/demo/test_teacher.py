@@ -1,11 +1,11 @@
-"""The tiny teacher's parts: mistakes that change answers, labels from execution, and a Yes/No
-teaching loop that learns a separable task."""
+"""The embedded judge's teaching: mistakes that change answers, labels from execution, token
+labels that say where a program goes wrong, and a Yes/No loop that learns a separable task."""
 
 import random
 import re
-from types import SimpleNamespace
 
-from rlkd_fast import pot
+from helpers import run_here
+
 from rlkd_fast.data import load_split
 from rlkd_fast.demo.teacher import (
     JudgeExample,
@@ -18,17 +18,6 @@ from rlkd_fast.demo.teacher import (
 from rlkd_fast.demo.tiny import tiny_causal_lm, train_word_tokenizer
 from rlkd_fast.judges import YoNJudge
 from rlkd_fast.prompts import judge_prompt
-
-STATUS = {pot.OK: "ok", pot.ERROR: "error", pot.NONNUMERIC: "nonnumeric"}
-
-
-def run_here(programs: list[str]) -> list[SimpleNamespace]:
-    """An in-process stand-in for PotExecutor.run (the programs are our own, trusted)."""
-    out = []
-    for p in programs:
-        status, value, _, _ = pot.run_program(pot.reft_program(p).encode(), pot.REFT)
-        out.append(SimpleNamespace(status=STATUS[status], value=value))
-    return out
 
 
 def test_corruptions_change_most_answers():
