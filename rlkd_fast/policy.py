@@ -6,8 +6,10 @@ of the state before each response token, so PPO pays for one forward per minibat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +74,21 @@ class PolicyWithValue(nn.Module):
         self._shares_prompts = _can_share_prompts(lm) and self._keeps_logits
         _freeze_unreached(lm)
 
+    @contextlib.contextmanager
+    def _head_inputs(self) -> Iterator[list[torch.Tensor]]:
+        """A list that collects what the LM head reads in each forward inside the block (the
+        value head's input); stays empty without a value head."""
+        seen: list[torch.Tensor] = []
+        hook = None
+        if self.value_head is not None:
+            hook = output_head(self.lm).register_forward_hook(
+                lambda _module, args, _out: seen.append(args[0]))
+        try:
+            yield seen
+        finally:
+            if hook is not None:
+                hook.remove()
+
     def forward(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [N, R, V] for the response tokens (those of the position before each) and
         values [N, R] (fp32) of those positions; values are None without a value head.
@@ -88,17 +105,9 @@ class PolicyWithValue(nn.Module):
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         keep = batch.response_ids.shape[1] + 1  # the last prompt position .. the last token
         kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
-        seen: list[torch.Tensor] = []
-        hook = None
-        if self.value_head is not None:
-            hook = output_head(self.lm).register_forward_hook(
-                lambda _module, args, _out: seen.append(args[0]))
-        try:
+        with self._head_inputs() as seen:
             out = self.lm(input_ids=ids, attention_mask=mask, position_ids=positions,
                           use_cache=False, **kwargs)
-        finally:
-            if hook is not None:
-                hook.remove()
         logits = out.logits[:, -keep:-1]
         values = None
         if self.value_head is not None:
@@ -120,12 +129,7 @@ class PolicyWithValue(nn.Module):
         ids, mask = distinct[:, :width], distinct[:, width:]
         full_mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).long()
         positions = (full_mask.cumsum(1) - 1).clamp(min=0)  # as the one-pass forward's
-        seen: list[torch.Tensor] = []
-        hook = None
-        if self.value_head is not None:
-            hook = output_head(self.lm).register_forward_hook(
-                lambda _module, args, _out: seen.append(args[0]))
-        try:
+        with self._head_inputs() as seen:
             cache = DynamicCache()
             out = self.lm(input_ids=ids, attention_mask=mask,
                           position_ids=(mask.cumsum(1) - 1).clamp(min=0), cache=cache,
@@ -140,9 +144,6 @@ class PolicyWithValue(nn.Module):
                               attention_mask=full_mask[:, :-1],
                               position_ids=positions[:, width:-1], cache=shared, use_cache=True)
                 logits.append(out.logits)
-        finally:
-            if hook is not None:
-                hook.remove()
         values = None
         if self.value_head is not None:
             hidden = torch.cat([seen[0][:, -1:][which], *seen[1:]], dim=1)

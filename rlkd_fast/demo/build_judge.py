@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import random
 import sys
 import tempfile
 import time
@@ -140,7 +139,6 @@ def build(out: Path, settings: BuildSettings, progress: bool = True,
           command: str = "") -> dict:
     """Build the judge into ``out`` (written atomically) and return its build record."""
     t0, wall = time.time(), {}
-    random.seed(settings.seed)
     torch.manual_seed(settings.seed)
     with tempfile.TemporaryDirectory(prefix="rlkd-judge-build-") as work, \
             PotExecutor(workers=2, timeout_s=2.0, conventions="reft") as executor:
