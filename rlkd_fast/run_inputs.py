@@ -23,7 +23,7 @@ from rlkd_fast.policy import PolicyWithValue
 @dataclass
 class RunData:
     labeled: list[Problem]  # question, answer and program (SFT and the verifiable reward)
-    unlabeled: list[Problem]  # questions only are used
+    unlabeled: list[Problem]  # questions (answers, where present, only monitor the judge)
     test: list[Problem]  # held-out, with answers
     dev: list[Problem]  # the first labeled problems, held out of SFT to check its accuracy
 
