@@ -26,6 +26,11 @@ _NETWORK_ERRORS = {
 }  # fmt: skip
 
 
+class ModelFilesError(RuntimeError):
+    """A model's local files are missing or do not match what they should be (the message names
+    the file and how to restore it)."""
+
+
 class HubUnreachable(RuntimeError):
     """The hub cannot be reached (no network, or ``HF_HUB_OFFLINE`` without a cached copy)."""
 

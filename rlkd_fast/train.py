@@ -56,6 +56,7 @@ from rlkd_fast.checkpoint import (
 )
 from rlkd_fast.checkpoint import set_rng_state as restore_rng
 from rlkd_fast.executor import PotExecutor
+from rlkd_fast.hub import ModelFilesError
 from rlkd_fast.metrics import MetricsLog, auc, plot_curves
 from rlkd_fast.models import disable_dropout
 from rlkd_fast.policy import PolicyWithValue, SequenceBatch, frozen_copy
@@ -213,6 +214,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights (value head) on every rank
 
         self.data = run_inputs.load_data(cfg)  # read-only: bad data leaves output_dir untouched
+        if cfg.rl_stage is not None and cfg.coef_yon > 0:  # a shipped judge: verified up front
+            run_inputs.resolve_judge(cfg.judge)
         self.lock = RunLock(self.out) if self.main else None  # one run per output_dir
         self.student_path = run_inputs.resolve_student(cfg, main=self.main)
         self.acc.wait_for_everyone()
@@ -728,7 +731,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     except run_inputs.DataError as err:  # the data is the user's to fix: no traceback
         print(f"{PROG}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except OutputDirBusy as err:
+    except (OutputDirBusy, ModelFilesError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         sys.exit(1)
     return trainer.run()

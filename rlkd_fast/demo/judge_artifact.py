@@ -12,12 +12,14 @@ import hashlib
 import json
 from pathlib import Path
 
+from rlkd_fast.hub import ModelFilesError
+
 EMBEDDED_JUDGE_DIR = Path(__file__).with_name("judge")
 BUILD_RECORD = "build.json"
 REBUILD_COMMAND = "python -m rlkd_fast.demo.build_judge"
 
 
-class JudgeArtifactError(RuntimeError):
+class JudgeArtifactError(ModelFilesError):
     """The embedded judge is missing or does not match its build record."""
 
 

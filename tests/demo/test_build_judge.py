@@ -67,3 +67,23 @@ def test_the_trainer_refuses_a_damaged_embedded_judge(small_judge, tmp_path, mon
     monkeypatch.setattr(judge_artifact, "EMBEDDED_JUDGE_DIR", copy)
     with pytest.raises(JudgeArtifactError, match="rebuild it with"):
         load_yon_judge(load_config(None, ["judge=tiny"]), device=torch.device("cpu"))
+
+
+def test_a_run_stops_on_a_damaged_embedded_judge_before_any_work(small_judge, tmp_path,
+                                                                   monkeypatch, capsys):
+    """Checked right after the data, before the student is built or trained: a clean one-line
+    error (no traceback) and nothing written to output_dir."""
+    from rlkd_fast.train import main
+
+    copy = tmp_path / "judge"
+    shutil.copytree(small_judge[0], copy)
+    (copy / "model.safetensors").unlink()
+    monkeypatch.setattr(judge_artifact, "EMBEDDED_JUDGE_DIR", copy)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        main([f"output_dir={out}", f"cache_dir={tmp_path / 'cache'}", "max_train=16",
+              "max_unlabeled=8", "max_eval=4", "sft_target_accuracy=0", "progress=false"])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert "model.safetensors is missing" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists() and not list(out.glob("ckpt-*"))
