@@ -197,13 +197,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(EMBEDDED_JUDGE_DIR),
                    help="where to write the judge (default: the package's embedded judge)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the judge's data, initialisation and teaching order")
     p.add_argument("--small", action="store_true", help="a tiny build (seconds), for tests")
     p.add_argument("--steps", type=int, default=None, help="teaching steps (default 2000)")
     p.add_argument("--cache-dir", default=None,
                    help="where the students' tiny tokenizer and model are cached (default: the "
                         "trainer's cache_dir)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     settings = BuildSettings.small(args.seed) if args.small else BuildSettings(seed=args.seed)
     if args.steps is not None:
