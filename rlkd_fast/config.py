@@ -104,7 +104,7 @@ class TrainConfig:
     eval_split: str = field(default="test", metadata={"help": "split of the held-out set"})
     max_train: int = field(default=2000, metadata={"help": "labeled problems used (0: all)"})
     max_unlabeled: int = field(default=2000, metadata={"help": "unlabeled questions used (0: all)"})
-    max_eval: int = field(default=200, metadata={"help": "held-out problems evaluated (0: all)"})
+    max_eval: int = field(default=1000, metadata={"help": "held-out problems evaluated (0: all)"})
     max_prompt_tokens: int = field(default=160, metadata={
         "help": "a prompt keeps its last this-many tokens"})
     max_new_tokens: int = field(default=96, metadata={

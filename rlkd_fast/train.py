@@ -3,7 +3,7 @@
     L = coef_vr * L_VR (labeled loader) + coef_yon * L_YoN (unlabeled) + coef_rerank * L_rerank
 
 With no arguments it runs the embedded default, offline on a CPU: the demo's synthetic problems,
-tiny student and tiny locally taught judge (``rlkd_fast.demo``), SFT warm-up, evaluation, GRPO
+tiny student and the embedded checklist judge (``rlkd_fast.demo``), SFT warm-up, evaluation, GRPO
 with coef_vr = coef_yon = 0.5, evaluation again; ``stages=sft,ppo`` runs PPO instead.
 ``--config run.yaml`` and ``key=value`` overrides set everything else (``rlkd_fast/configs/``
 holds the paper's runs). ``--resume`` continues a killed run from its last checkpoint. Under

@@ -44,38 +44,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 600) -> PreTrainedTo
     return fast
 
 
-# The judge's words: runs of letters, digits and underscores, newlines, and runs of punctuation;
-# spaces and tabs only separate them.
-_WORD_SPLIT = r"\w+|\n|[^\w\s]+"
-
-
-def train_word_tokenizer(texts: Iterable[str], max_number: int = 1000,
-                         min_count: int = 2) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer for the tiny judge: every whole number up to ``max_number`` and
-    every word seen ``min_count`` times in ``texts`` is one token (others are ``<unk>``).
-
-    A judge that checks a program against its question mostly asks "does this number or name
-    appear there?"; with one token per number and per identifier that is a single attention
-    match, which a tiny model learns from far fewer examples than digit-by-digit matching."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-
-    split = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"[ \t]+"), "removed"),
-        pre_tokenizers.Split(Regex(_WORD_SPLIT), "isolated"),
-    ])
-    counts: dict[str, int] = {}
-    for text in texts:
-        for word, _ in split.pre_tokenize_str(text):
-            counts[word] = counts.get(word, 0) + 1
-    words = sorted(w for w, c in counts.items() if c >= min_count and not w.isdigit())
-    vocab = list(dict.fromkeys([*SPECIAL_TOKENS.values(), *map(str, range(max_number + 1)),
-                                *words, *(w.strip() for w in JUDGE_WORDS)]))
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)},
-                                     unk_token=SPECIAL_TOKENS["unk_token"]))
-    tok.pre_tokenizer = split
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
-
-
 def tiny_causal_lm(
     tokenizer: PreTrainedTokenizerFast,
     hidden_size: int = 128,

@@ -1,15 +1,19 @@
 """The embedded judge's build command end to end at a small size, and the checks that stop a
 missing or altered judge from being used."""
 
+import hashlib
 import json
 import shutil
 
 import pytest
 import torch
 
+from rlkd_fast.checkpoint import save_model
 from rlkd_fast.config import load_config
 from rlkd_fast.demo import judge_artifact
+from rlkd_fast.demo.build_judge import BuildSettings, vocabulary
 from rlkd_fast.demo.build_judge import main as build_main
+from rlkd_fast.demo.checklist_judge import checklist_judge
 from rlkd_fast.demo.judge_artifact import JudgeArtifactError, embedded_judge_dir
 from rlkd_fast.judges import YoNJudge
 from rlkd_fast.run_inputs import load_yon_judge
@@ -28,13 +32,12 @@ def test_build_writes_a_loadable_judge_and_its_record(small_judge):
     on_disk = json.loads((path / "build.json").read_text())
     assert on_disk == json.loads(json.dumps(record))  # what main returned is what it wrote
     assert on_disk["command"].startswith("python -m rlkd_fast.demo.build_judge --small")
-    assert on_disk["settings"]["seed"] == 0 and on_disk["settings"]["steps"] == 3
     data = on_disk["data"]
-    assert data["student_samples"] == 8 * 2  # 8 questions x 2 samples of one student
-    assert data["examples"] == 16 * 2 + data["student_samples"]  # gold + 1 corruption each
-    assert set(on_disk["wall_seconds"]) == {"students", "examples", "teaching", "check"}
+    assert data["vocab_problems"] == 16 and data["vocab"] > 10_000  # every number is a token
+    assert set(on_disk["wall_seconds"]) == {"vocabulary", "construction", "check"}
     assert {"yon", "ll", "collection"} <= set(on_disk["check"])
-    assert set(on_disk["files"]) >= {"model.safetensors", "config.json", "tokenizer.json"}
+    assert set(on_disk["files"]) >= {"model.safetensors", "config.json", "tokenizer.json",
+                                    "check_pairs.jsonl"}
     assert embedded_judge_dir(path) == path
     judge = YoNJudge.from_pretrained(path, delta=0.0)
     scores = judge.score(["Ava has 3 apples."] * 2,
@@ -87,3 +90,13 @@ def test_a_run_stops_on_a_damaged_embedded_judge_before_any_work(small_judge, tm
     err = capsys.readouterr().err
     assert "model.safetensors is missing" in err and "Traceback" not in err
     assert not (tmp_path / "cache").exists() and not list(out.glob("ckpt-*"))
+
+
+def test_a_rebuild_writes_the_same_weights(small_judge, tmp_path):
+    """The judge is a function of the build settings: vocabulary and construction again give
+    the file whose SHA-256 the record holds."""
+    _, record = small_judge
+    tok, constants = vocabulary(BuildSettings.small())
+    save_model(checklist_judge(tok, constants), tok, tmp_path)
+    digest = hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
+    assert digest == record["files"]["model.safetensors"]
