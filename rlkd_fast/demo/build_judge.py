@@ -62,6 +62,7 @@ class BuildSettings:
 
     dataset: str = "synthetic:2"
     vocab_problems: int = 4000  # gold programs whose prompts make the vocabulary
+    vocab_seed: int = JUDGE_DATA_SEED  # the seed they are drawn with
     check_seed: int = 102
     check_pairs: int = 200
     check_questions: int = 1000  # held-out questions looked at, at most, to find the pairs
@@ -114,7 +115,7 @@ def check_judge(judge_dir: Path, settings: BuildSettings, workdir: Path, executo
 
 def vocabulary(settings: BuildSettings) -> tuple[PreTrainedTokenizerFast, set[str]]:
     """The judge's tokenizer and the unstated constants, from gold programs of its questions."""
-    gold = load_split(settings.dataset, split="train", seed=JUDGE_DATA_SEED,
+    gold = load_split(settings.dataset, split="train", seed=settings.vocab_seed,
                       size=settings.vocab_problems)
     tok = checklist_tokenizer(judge_prompt(p.question, p.program) for p in gold)
     return tok, unstated_constants((p.question, p.program) for p in gold)
