@@ -15,6 +15,7 @@ The circuit (every head reads one feature; ``docs/method.md`` has the full accou
 
 * **tokens**: a word-level tokenizer with ``<bos>`` first; every number and name is one token
   with a code (its index's decimal digits, one-hot), so "same token" is a dot product of codes.
+  Numbers above :data:`MAX_NUMBER` and words it never saw are all ``<unk>``.
 * **layer 1**: attention finds the *region* (the share of ``\"\"\"`` among them and ``<bos>``:
   the body starts after the docstring's second), whether the *previous token is a newline*
   (RoPE relative position: a name at a line start is assigned, elsewhere read) and whether the
@@ -23,10 +24,12 @@ The circuit (every head reads one feature; ``docs/method.md`` has the full accou
 * **layer 2**: the same count over copies in the body only; the MLP marks a token *bad* (a number
   first seen in the body, other than the constants gold programs use unstated such as the 2 of
   "half"; a name read in the body before anything defined it), ``return`` in the body, the
-  numbers the question states, and the first use in the body of each.
-* **layer 3**, read at the answer slot: any bad token, any return, and (distinct numbers used -
-  distinct numbers stated) / (their count + 1), negative when one is left out.
-* **head**: Yes - No = +4 when all four checks pass, -4 when one fails, lower for more; every
+  numbers stated before the body (question and docstring), and the first use in the body of
+  each.
+* **layer 3**, read at the answer slot: any bad token, any return, (distinct numbers used -
+  distinct numbers stated) / (their count + 1), negative when one is left out, and whether
+  ``<bos>`` is there (a prompt cut at the front for length cannot be checked and fails).
+* **head**: Yes - No = +4 when all checks pass, -4 when one fails, lower for more; every
   other token far below both.
 
 It is a deliberately narrow judge: a program that puts the right numbers into the wrong
@@ -61,9 +64,9 @@ DIGITS = 5  # code positions: indices up to 99,999 (numbers, then names)
 HIDDEN = 128
 ONE, FILL, IS_BOS, IS_NUM, IS_NAME, IS_NL, IS_QUOTE, IS_RETURN = range(8)
 CODE = 8  # CODE .. CODE + 10 * DIGITS - 1
-(REGION, PREV_NL, FIRST_SHARE, BODY, HEADER, FIRST, BODY_SHARE, BAD, RETURNS, QUESTION_NUMBER,
- USED_NUMBER, ANY_BAD, ANY_RETURN, USE_BALANCE, UNUSED) = range(CODE + 10 * DIGITS,
-                                                               CODE + 10 * DIGITS + 15)
+(REGION, PREV_NL, FIRST_SHARE, BODY, FIRST, BODY_SHARE, BAD, RETURNS, QUESTION_NUMBER,
+ USED_NUMBER, ANY_BAD, ANY_RETURN, USE_BALANCE, UNUSED, SAW_BOS) = range(CODE + 10 * DIGITS,
+                                                                        CODE + 10 * DIGITS + 15)
 ONE_VALUE = 8.0  # every token's constant; the stream's RMS is 1 at the embedding
 FEATURE = 0.1
 
@@ -102,8 +105,9 @@ def unstated_constants(pairs: Iterable[tuple[str, str]]) -> set[str]:
 
 
 def checklist_tokenizer(texts: Iterable[str], min_count: int = 1) -> PreTrainedTokenizerFast:
-    """Word-level tokenizer: ``<bos>`` prepended, every number up to :data:`MAX_NUMBER` and every
-    word of ``texts`` seen ``min_count`` times one token; other words are ``<unk>``."""
+    """Word-level tokenizer: ``<bos>`` prepended, every number up to :data:`MAX_NUMBER`, every
+    keyword and builtin, and every word of ``texts`` seen ``min_count`` times one token; other
+    words are ``<unk>``. Whitespace other than newlines only separates words."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 
     counts: dict[str, int] = {}
@@ -112,11 +116,11 @@ def checklist_tokenizer(texts: Iterable[str], min_count: int = 1) -> PreTrainedT
             counts[word] = counts.get(word, 0) + 1
     words = sorted(w for w, c in counts.items() if c >= min_count and not w.isdigit())
     vocab = list(dict.fromkeys([*SPECIAL_TOKENS.values(), *map(str, range(MAX_NUMBER + 1)),
-                                *words, "Yes", "No"]))
+                                *words, *sorted(non_names()), "Yes", "No"]))
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)},
                                      unk_token=SPECIAL_TOKENS["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"[ \t]+"), "removed"),
+        pre_tokenizers.Split(Regex(r"[^\S\n]+"), "removed"),  # all whitespace but newlines
         pre_tokenizers.Split(Regex(WORD_SPLIT), "isolated"),
     ])
     bos = SPECIAL_TOKENS["bos_token"]
@@ -223,13 +227,13 @@ def checklist_judge(tokenizer: PreTrainedTokenizerFast, constants: set[str],
         _find_features(first)
         _flag_tokens(second)
         _verdict(third)
-        # Yes - No = 2 a (1 - 2 any_bad - 2 (1 - any_return) - 2 unused).
+        # Yes - No = 2 a (1 - 2 any_bad - 2 (1 - any_return) - 2 unused - 2 (1 - saw_bos)).
         head = model.lm_head.weight
         head[:, ONE] = OTHER_LOGIT / ONE_VALUE
         for word, sign in (("Yes", 1), ("No", -1)):
             i = tokenizer.convert_tokens_to_ids(word)
-            head[i, ONE] = -sign * ANSWER_LOGIT / ONE_VALUE
-            for dim, w in ((ANY_BAD, -2), (ANY_RETURN, 2), (UNUSED, -2)):
+            head[i, ONE] = -3 * sign * ANSWER_LOGIT / ONE_VALUE
+            for dim, w in ((ANY_BAD, -2), (ANY_RETURN, 2), (UNUSED, -2), (SAW_BOS, 2)):
                 head[i, dim] = sign * w * ANSWER_LOGIT * _unit(dim)
     return model.float()
 
@@ -255,8 +259,7 @@ def _find_features(layer) -> None:
     # share on <bos> is 1 / (copies + 1): 1/2 for a first occurrence.
     _copies_head(attn, 2, FIRST_SHARE, in_body=False)
     _step(layer.mlp, 0, {REGION: 1}, 0.58, 12.0, BODY)  # after the docstring: c >= 2
-    _step(layer.mlp, 2, {REGION: -1}, -0.25, 12.0, HEADER)  # before it: c = 0
-    _step(layer.mlp, 4, {FIRST_SHARE: 1}, 0.42, 12.0, FIRST)
+    _step(layer.mlp, 2, {FIRST_SHARE: 1}, 0.42, 12.0, FIRST)
 
 
 def _copies_head(attn, head: int, writes: int, in_body: bool) -> None:
@@ -284,7 +287,7 @@ def _flag_tokens(layer) -> None:
     _step(mlp, 0, {IS_NUM: 1, BODY: 1, FIRST: 1}, 2.5, 3.0, BAD)  # a number not stated
     _step(mlp, 2, {IS_NAME: 1, BODY: 1, FIRST: 1, PREV_NL: -1}, 2.5, 3.0, BAD)  # read undefined
     _step(mlp, 4, {IS_RETURN: 1, BODY: 1}, 1.5, 3.0, RETURNS)
-    _step(mlp, 6, {IS_NUM: 1, HEADER: 1, FIRST: 1}, 2.5, 3.0, QUESTION_NUMBER)
+    _step(mlp, 6, {IS_NUM: 1, BODY: -1, FIRST: 1}, 1.5, 3.0, QUESTION_NUMBER)  # before the body
     # For numbers only: in the body, seen before (so stated), first time in the body. Outside
     # the body the share is up to 1, so being there weighs most: 16 when all hold, <= 14 else.
     _step(mlp, 8, {BODY: 10, FIRST: -2, BODY_SHARE: 12}, 15, 2.0, USED_NUMBER, times=IS_NUM)
@@ -303,4 +306,11 @@ def _verdict(layer) -> None:
     for dim in (QUESTION_NUMBER, USED_NUMBER, IS_BOS):
         k[CONTENT[0], dim] = _unit(dim)
     _reads(v, o, {USED_NUMBER: 1, QUESTION_NUMBER: -1}, USE_BALANCE)
-    _step(layer.mlp, 0, {USE_BALANCE: -1}, 0.05, 40.0, UNUSED)
+    # One of N stated numbers unused: -1 / (2N); caught up to N = 100 or so.
+    _step(layer.mlp, 0, {USE_BALANCE: -1}, 0.0025, 600.0, UNUSED)
+    # A prompt cut at the front (longer than the judge's max_length) has lost <bos>, which
+    # every count above needs: it cannot be checked, so it fails.
+    q, k, v, o = _head(layer.self_attn, 3)
+    _constant_query(q, CONTENT[0], ANY_LOGIT)
+    k[CONTENT[0], IS_BOS] = 1
+    _reads(v, o, {IS_BOS: 1}, SAW_BOS)

@@ -24,8 +24,10 @@ class JudgeArtifactError(ModelFilesError):
 
 
 def _fail(path: Path, why: str) -> JudgeArtifactError:
-    return JudgeArtifactError(f"the embedded judge's {path} {why}; rebuild it with: "
-                              f"{REBUILD_COMMAND} (about an hour on 2 CPU cores)")
+    directory = path.parent
+    out = "" if directory == EMBEDDED_JUDGE_DIR else f" --out {directory}"
+    return JudgeArtifactError(f"the judge file {path} {why}; rebuild it with: "
+                              f"{REBUILD_COMMAND}{out} (about 20 minutes on 2 CPU cores)")
 
 
 def build_record(directory: str | Path | None = None) -> dict:
@@ -54,6 +56,8 @@ def embedded_judge_dir(directory: str | Path | None = None) -> Path:
             data = path.read_bytes()
         except FileNotFoundError:
             raise _fail(path, "is missing") from None
+        except OSError as err:
+            raise _fail(path, f"cannot be read ({err})") from None
         if hashlib.sha256(data).hexdigest() != digest:
             raise _fail(path, "is corrupt (its SHA-256 differs from build.json's)")
     return directory

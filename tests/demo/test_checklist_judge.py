@@ -1,6 +1,8 @@
 """The checklist judge's circuit against a plain-Python statement of its checklist, on fresh
 programs, at every position a prompt can take in a batch."""
 
+import builtins
+import keyword
 import random
 import re
 
@@ -17,9 +19,9 @@ from rlkd_fast.demo.mistakes import corrupt_program
 from rlkd_fast.judges import YoNJudge
 from rlkd_fast.prompts import judge_prompt
 
-KEYWORDS_AND_PROMPT = {"return", "def", "round", "int", "abs", "min", "max", "Question",
-                       "Proposed", "solution", "Is", "the", "above", "correct", "Answer", "with",
-                       "Yes", "or", "No"}
+# Never a program's own variable: Python's keywords and builtins, the judge prompt's words.
+NOT_NAMES = {*keyword.kwlist, *dir(builtins), "Question", "Proposed", "solution", "Is", "the",
+             "above", "correct", "Answer", "with", "Yes", "or", "No"}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def built(tmp_path_factory):
 def expected_verdict(question: str, program: str, vocab: dict, constants: set) -> bool:
     """The checklist in plain Python, on the judge's words: after the docstring, no number
     first seen there (other than the unstated constants), no name read before its first
-    appearance, a ``return``, and every number the question states used."""
+    appearance, a ``return``, and every number stated before the body used."""
     words = ["<bos>"] + [w if w in vocab else "<unk>"
                          for w in re.findall(r'"""|\w+|\n|[^\w\s]', judge_prompt(question,
                                                                                   program))]
@@ -49,10 +51,10 @@ def expected_verdict(question: str, program: str, vocab: dict, constants: set) -
         if first and w.isdigit() and w not in constants:
             return False
         name = w == "<unk>" or (re.fullmatch(r"[A-Za-z_]\w*", w) and not w.isdigit())
-        if first and name and w not in KEYWORDS_AND_PROMPT and words[i - 1] != "\n":
+        if first and name and w not in NOT_NAMES and words[i - 1] != "\n":
             return False
     body = words[body_start:]
-    stated = {w for w in words[:quotes[0]] if w.isdigit() and w not in constants}
+    stated = {w for w in words[:body_start] if w.isdigit() and w not in constants}
     return "return" in body and stated <= set(body)
 
 
@@ -84,6 +86,8 @@ def test_the_circuit_computes_the_checklist_on_fresh_programs(built):
     ("    toys = 80\n    given = 32\n    left = toys - given\n    return lefty", False),
     ("    toys = 80\n    given = 32\n    left = toys - given\n    result = left", False),
     ("    toys = 80\n    left = toys\n    return left", False),  # 32 is never used
+    ("\ftoys\u00a0=\u300080\n\x0bgiven = 32\n    left = toys - given\n    return left", True),
+    ("    toys = 80\n    given = 32\n    left = int(toys - given)\n    return abs(left)", True),
 ])
 def test_each_check(built, body, verdict):
     judge, _ = built
@@ -117,3 +121,30 @@ def test_the_tokenizer_gives_one_token_per_number_name_and_docstring_quote():
     words = tok.convert_ids_to_tokens(ids)
     assert words[0] == "<bos>" and words.count('"""') == 2
     assert "12" in words and "9999" in words and "pens" in words and "<unk>" not in words
+
+
+def test_every_stated_number_must_be_used_however_many_there_are(built):
+    judge, _ = built
+    numbers = [10 + 7 * i for i in range(30)]
+    for n in (4, 12, 30):
+        question = "A shop has " + ", ".join(f"{k} boxes" for k in numbers[:n]) + ". How many?"
+        lines = [f"    b{i} = {k}" for i, k in enumerate(numbers[:n])]
+        total = " + ".join(f"b{i}" for i in range(n))
+        all_used = "\n".join([*lines, f"    total = {total}", "    return total"])
+        one_left_out = "\n".join([*lines[:-1], f"    total = {total.rsplit(' + ', 1)[0]}",
+                                  "    return total"])
+        scores = judge.score([question] * 2, [f'def solution():\n    """{question}"""\n{body}'
+                                              for body in (all_used, one_left_out)]).reward
+        assert scores[0] > 0.95 and scores[1] < 0.05, (n, scores)
+
+
+def test_a_prompt_cut_at_the_front_fails(built, tmp_path):
+    """Longer than max_length, the prompt loses its start (and <bos>): it cannot be checked."""
+    judge, _ = built
+    question = "Carla has 80 toys. She gives 32 toys to Ben. How many toys does Carla have now?"
+    program = (f'def solution():\n    """{question}"""\n    toys = 80\n    given = 32\n'
+               "    left = toys - given\n    return left")
+    short = YoNJudge(judge.model, judge.tokenizer, delta=0.0, max_length=40)
+    full, cut = judge.score([question], [program]), short.score([question], [program])
+    assert full.reward[0] > 0.95 and not full.extras["truncated"][0]
+    assert cut.reward[0] < 0.05 and cut.extras["truncated"][0]
