@@ -167,7 +167,7 @@ def _unit(dim: int) -> float:
 
 
 def _step(mlp, neuron: int, reads: dict[int, float], threshold: float, gain: float,
-          writes: int, times: int | None = None) -> int:
+          writes: int, times: int | None = None) -> None:
     """Two gated neurons writing clamp(gain * (sum reads - threshold) + 1/2, 0, 1) to ``writes``,
     multiplied by the 0/1 embedding feature ``times`` when given (``silu(K a) / K -
     silu(K (a - 1)) / K`` is that clamp for a large K)."""
@@ -182,7 +182,6 @@ def _step(mlp, neuron: int, reads: dict[int, float], threshold: float, gain: flo
         else:
             mlp.up_proj.weight[neuron + j, times] = 1.0
         mlp.down_proj.weight[writes, neuron + j] = (1 if j == 0 else -1) * FEATURE / k
-    return neuron + 2
 
 
 def _head(attn, head: int):
@@ -201,6 +200,18 @@ def _reads(v, o, values: dict[int, float], writes: int) -> None:
     for dim, w in values.items():
         v[0, dim] = w * _unit(dim)
     o[writes, 0] = FEATURE
+
+
+def _marked_head(attn, head: int, marks: tuple[int, ...], values: dict[int, float],
+                 writes: int, logit: float = ANY_LOGIT) -> None:
+    """A head whose attention is split evenly over the positions carrying any of the 0/1
+    features ``marks`` (they outscore the rest by ``logit``), writing the mean of ``values``
+    there: 1 when ``values`` is one mark and any position has it, else 0."""
+    q, k, v, o = _head(attn, head)
+    _constant_query(q, CONTENT[0], logit)
+    for dim in marks:
+        k[CONTENT[0], dim] = _unit(dim)
+    _reads(v, o, values, writes)
 
 
 def checklist_judge(tokenizer: PreTrainedTokenizerFast, constants: set[str],
@@ -242,10 +253,7 @@ def _find_features(layer) -> None:
     """Layer 1: where the token is (region), what precedes it, whether it was seen before."""
     attn = layer.self_attn
     # Region: attention split over <bos> and the quotes, reading "is a quote": c / (c + 1).
-    q, k, v, o = _head(attn, 0)
-    _constant_query(q, CONTENT[0], REGION_LOGIT)
-    k[CONTENT[0], IS_QUOTE] = k[CONTENT[0], IS_BOS] = 1
-    _reads(v, o, {IS_QUOTE: 1}, REGION)
+    _marked_head(attn, 0, (IS_QUOTE, IS_BOS), {IS_QUOTE: 1}, REGION, logit=REGION_LOGIT)
     # Previous token: sum over fast rotary pairs of cos(theta_i (d - 1)), largest at d = 1.
     q, k, v, o = _head(attn, 1)
     amplitude = math.sqrt(PREV_LOGIT / len(POSITION_PAIRS))
@@ -296,21 +304,13 @@ def _flag_tokens(layer) -> None:
 def _verdict(layer) -> None:
     """Layer 3, read at the answer slot: any failed token, any return, every stated number
     used (distinct numbers used minus distinct numbers stated, over their count + 1)."""
-    for head, (flag, writes) in enumerate(((BAD, ANY_BAD), (RETURNS, ANY_RETURN))):
-        q, k, v, o = _head(layer.self_attn, head)
-        _constant_query(q, CONTENT[0], ANY_LOGIT)
-        k[CONTENT[0], flag] = _unit(flag)
-        _reads(v, o, {flag: 1}, writes)
-    q, k, v, o = _head(layer.self_attn, 2)
-    _constant_query(q, CONTENT[0], ANY_LOGIT)
-    for dim in (QUESTION_NUMBER, USED_NUMBER, IS_BOS):
-        k[CONTENT[0], dim] = _unit(dim)
-    _reads(v, o, {USED_NUMBER: 1, QUESTION_NUMBER: -1}, USE_BALANCE)
+    attn = layer.self_attn
+    _marked_head(attn, 0, (BAD,), {BAD: 1}, ANY_BAD)
+    _marked_head(attn, 1, (RETURNS,), {RETURNS: 1}, ANY_RETURN)
+    _marked_head(attn, 2, (QUESTION_NUMBER, USED_NUMBER, IS_BOS),
+                 {USED_NUMBER: 1, QUESTION_NUMBER: -1}, USE_BALANCE)
     # One of N stated numbers unused: -1 / (2N); caught up to N = 100 or so.
     _step(layer.mlp, 0, {USE_BALANCE: -1}, 0.0025, 600.0, UNUSED)
     # A prompt cut at the front (longer than the judge's max_length) has lost <bos>, which
     # every count above needs: it cannot be checked, so it fails.
-    q, k, v, o = _head(layer.self_attn, 3)
-    _constant_query(q, CONTENT[0], ANY_LOGIT)
-    k[CONTENT[0], IS_BOS] = 1
-    _reads(v, o, {IS_BOS: 1}, SAW_BOS)
+    _marked_head(attn, 3, (IS_BOS,), {IS_BOS: 1}, SAW_BOS)
